@@ -1,0 +1,221 @@
+"""The ``cosas`` command: data tiers, training, evaluation and the full strategy × task grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ENCODERS, PROFILES, get_profile
+from .data.layout import TASKS
+
+EPILOG = """examples:
+  cosas data synthetic data/synthetic --tiles 24 --size 256 --shift 0.5
+  cosas data check data/synthetic
+  cosas data open-tissue data/open-tissue
+  cosas train --data data/synthetic --task task1 --strategy cross-task \
+              --profile cpu --out runs/t1-ct
+  cosas evaluate --run runs/t1-ct --data data/synthetic --tta
+  cosas experiment --data data/synthetic --profile cpu --out runs/demo
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cosas",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Domain generalisation for adenocarcinoma segmentation (COSAS 2024): "
+        "FPN + MiT under standard, union and cross-task training.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="make, fetch or validate a COSAS-layout data tree")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_commands.add_parser(
+        "check", help="validate every image/mask pair of a COSAS-layout tree (exit 1 on problems)"
+    )
+    check.add_argument("dir", type=Path)
+    synthetic = data_commands.add_parser(
+        "synthetic", help="generate the synthetic H&E tier (both tasks, held-out domains)"
+    )
+    synthetic.add_argument("out", type=Path)
+    synthetic.add_argument("--tiles", type=int, default=24, help="tiles per domain (24)")
+    synthetic.add_argument("--size", type=int, default=256, help="tile side in pixels (256)")
+    synthetic.add_argument(
+        "--shift", type=float, default=0.5, help="distance between domains, 0 (none) … 1 (0.5)"
+    )
+    synthetic.add_argument("--seed", type=int, default=0)
+    open_tissue = data_commands.add_parser(
+        "open-tissue",
+        help="download the open real-tissue samples (sha256-checked) as a "
+        "COSAS-like tree, one domain per source",
+    )
+    open_tissue.add_argument("out", type=Path)
+    open_tissue.add_argument(
+        "--base-url",
+        help="mirror of the raw-file host (default: $COSAS_OPEN_TISSUE_URL, else the public host)",
+    )
+
+    def run_options(p, needs_profile=True):
+        p.add_argument("--data", type=Path, required=True, help="COSAS-layout data tree")
+        p.add_argument("--profile", choices=PROFILES, default="cpu", help="(cpu)")
+        p.add_argument("--encoder", choices=ENCODERS, help="override the profile's MiT variant")
+        p.add_argument(
+            "--weights",
+            choices=("imagenet", "none"),
+            help="encoder initialisation (profile default)",
+        )
+        p.add_argument("--epochs", type=int, help="override the profile's epochs per stage")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--stain-aug", choices=("none", "hed", "hsv"))
+        p.add_argument("--stain-norm", choices=("none", "macenko"))
+        p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available)")
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an interrupted run from its last finished epoch",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    train = commands.add_parser("train", help="train one strategy on one task (CV folds)")
+    run_options(train)
+    train.add_argument("--task", choices=TASKS, required=True)
+    train.add_argument("--strategy", choices=("standard", "union", "cross-task"), required=True)
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a trained run on its task's held-out domains"
+    )
+    evaluate.add_argument("--run", type=Path, required=True)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--tta", action="store_true", help="flip/rotation test-time augmentation")
+    evaluate.add_argument("--json", type=Path, help="also write the records here")
+    evaluate.add_argument("--device")
+
+    experiment = commands.add_parser(
+        "experiment", help="every strategy × task: train, evaluate, table, figure"
+    )
+    run_options(experiment)
+    experiment.add_argument("--out", type=Path, required=True)
+    experiment.add_argument("--strategies", nargs="+", choices=("standard", "union", "cross-task"))
+    experiment.add_argument("--tasks", nargs="+", choices=TASKS)
+
+    commands.add_parser("info", help="print versions and the device that would be used")
+    return parser
+
+
+def _config(args):
+    overrides = {
+        k: v
+        for k, v in {
+            "encoder": args.encoder,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "stain_aug": args.stain_aug,
+            "stain_norm": args.stain_norm,
+        }.items()
+        if v is not None
+    }
+    if args.weights is not None:
+        overrides["encoder_weights"] = None if args.weights == "none" else args.weights
+    return get_profile(args.profile, **overrides)
+
+
+def _device(name):
+    from .env import pick_device
+
+    return pick_device(name)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+        print(f"cosas: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.command == "data":
+        return _data(args)
+    if args.command == "info":
+        from .env import describe
+
+        for key, value in describe().items():
+            print(f"{key:>15}: {value}")
+        return 0
+
+    from .experiment import evaluate_run, run_experiment, train_run
+    from .results import score_table
+
+    if args.command == "train":
+        records = train_run(
+            args.data,
+            args.task,
+            args.strategy,
+            _config(args),
+            args.out,
+            _device(args.device),
+            args.resume,
+            not args.quiet,
+        )
+    elif args.command == "evaluate":
+        records = evaluate_run(args.run, args.data, args.tta or None, _device(args.device))
+        if args.json:
+            args.json.write_text(json.dumps(records, indent=1))
+    else:
+        from .viz import plot_strategy_scores
+
+        records = run_experiment(
+            args.data,
+            _config(args),
+            args.out,
+            args.strategies,
+            args.tasks,
+            _device(args.device),
+            args.resume,
+            not args.quiet,
+        )
+        table = score_table(records)
+        (args.out / "table.md").write_text(table.to_markdown(index=False) + "\n")
+        figure = plot_strategy_scores(records)
+        figure.savefig(args.out / "scores.png", dpi=120, bbox_inches="tight")
+        print(
+            f"wrote {args.out / 'results.jsonl'}, {args.out / 'table.md'}, "
+            f"{args.out / 'scores.png'}"
+        )
+    print(score_table(records).to_string(index=False))
+    return 0
+
+
+def _data(args) -> int:
+    if args.data_command == "check":
+        from .data.cosas import check
+
+        report = check(args.dir)
+        print(report.format())
+        return 0 if report.ok else 1
+    if args.data_command == "synthetic":
+        from .data.synthetic import generate
+
+        root = generate(
+            args.out,
+            tiles=args.tiles,
+            size=args.size,
+            shift=args.shift,
+            seed=args.seed,
+            progress=True,
+        )
+    else:
+        from .data.open_tissue import prepare
+
+        root = prepare(args.out, base_url=args.base_url, progress=True)
+    print(f"data tree ready: {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Run configuration: one dataclass and four named profiles.
+
+- ``ci``: tiny, CPU, seconds — what the tests and notebook checks run.
+- ``cpu``: the demo and the book on a laptop CPU, minutes.
+- ``gpu``: Colab-sized (one T4/L4/A100), an hour or so for the whole experiment.
+- ``paper``: the published protocol (1024² inputs, 30 epochs, 5-fold cross-validation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+ENCODERS = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run (recorded with every result)."""
+
+    profile: str = "cpu"
+    encoder: str = "mit_b0"
+    encoder_weights: str | None = None  # "imagenet" or None (random initialisation)
+    tile_scale: float = 1.0  # tiles are rescaled by this factor before cropping and prediction
+    crop_size: int = 128  # training crops and the sliding-window size, multiple of 32
+    batch_size: int = 8
+    epochs: int = 4
+    steps_per_epoch: int = 12
+    lr: float = 1e-4
+    lr_cycles: int = 1  # cosine cycles over the run, each annealed to 0 (the paper's schedule)
+    folds: int = 3  # k of the k-fold split, stratified by domain
+    run_folds: int = 1  # how many of the k folds are actually trained
+    seed: int = 0
+    augment: bool = True
+    stain_aug: str = "none"  # none | hed | hsv
+    stain_norm: str = "none"  # none | macenko
+    tta: bool = False
+    amp: bool = True  # bf16/fp16 autocast on CUDA; always fp32 on CPU
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile (CUDA only)
+    threshold: float = 0.5
+    synthetic_tiles: int = 24  # tiles per domain when the profile makes its own synthetic data
+    synthetic_size: int = 256
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if self.crop_size % 32:
+            raise ValueError(f"crop_size {self.crop_size} must be a multiple of 32 (MiT needs it)")
+        if not 1 <= self.run_folds <= self.folds:
+            raise ValueError(f"run_folds must lie in 1..folds, got {self.run_folds}/{self.folds}")
+        if self.stain_aug not in ("none", "hed", "hsv"):
+            raise ValueError(f"stain_aug must be none, hed or hsv, got {self.stain_aug!r}")
+        if self.stain_norm not in ("none", "macenko"):
+            raise ValueError(f"stain_norm must be none or macenko, got {self.stain_norm!r}")
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, RunConfig] = {
+    "ci": RunConfig(
+        profile="ci",
+        crop_size=64,
+        batch_size=4,
+        epochs=2,
+        steps_per_epoch=2,
+        synthetic_tiles=6,
+        synthetic_size=128,
+    ),
+    "cpu": RunConfig(profile="cpu"),
+    "gpu": RunConfig(
+        profile="gpu",
+        encoder="mit_b2",
+        encoder_weights="imagenet",
+        tile_scale=0.5,
+        crop_size=512,
+        batch_size=16,
+        epochs=15,
+        steps_per_epoch=40,
+        folds=5,
+        run_folds=1,
+        synthetic_tiles=60,
+        synthetic_size=512,
+    ),
+    "paper": RunConfig(
+        profile="paper",
+        encoder="mit_b2",
+        encoder_weights="imagenet",
+        tile_scale=1024 / 1500,
+        crop_size=1024,
+        batch_size=4,
+        epochs=30,
+        steps_per_epoch=36,
+        folds=5,
+        run_folds=5,
+        synthetic_tiles=60,
+        synthetic_size=1024,
+    ),
+}
+
+
+def get_profile(name: str, **overrides) -> RunConfig:
+    """A named profile, optionally with some fields changed."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name].replace(**overrides) if overrides else PROFILES[name]

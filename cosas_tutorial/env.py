@@ -1,0 +1,84 @@
+"""Where code runs: device choice, seeding, Colab detection, environment report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# albumentations checks online for updates on import; the tutorial never wants that.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`requested` if given ("cpu", "cuda", "cuda:1", "mps"), else CUDA when available, else CPU."""
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, fp16 on older GPUs (e.g. T4), None (fp32) on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """The commit of the checkout this package runs from, if it is one."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def describe() -> dict:
+    """Versions and hardware, printed at the top of every notebook and stored with results."""
+    import segmentation_models_pytorch as smp
+    import timm
+
+    from . import __version__
+
+    info = {
+        "cosas_tutorial": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "smp": smp.__version__,
+        "timm": timm.__version__,
+        "device": str(pick_device()),
+        "cpu_threads": torch.get_num_threads(),
+        "colab": in_colab(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -1,0 +1,201 @@
+"""Scores and prediction: per-image Dice, IoU and the COSAS score; sliding-window inference.
+
+Empty-mask convention (as in public COSAS scoring code): an image whose mask and prediction are
+both empty scores Dice = IoU = 1; if only one of them is empty it scores 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.cosas import read_image, read_mask
+from .data.layout import Sample
+from .env import autocast_dtype
+from .model import STRIDE
+
+
+def dice_iou(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Dice and IoU of two binary masks of the same shape."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape} and mask {target.shape} differ in shape")
+    pred, true = prediction.astype(bool), target.astype(bool)
+    intersection = np.logical_and(pred, true).sum()
+    total = pred.sum() + true.sum()
+    if total == 0:
+        return 1.0, 1.0
+    union = total - intersection
+    return float(2 * intersection / total), float(intersection / union)
+
+
+def image_scores(prediction: np.ndarray, target: np.ndarray) -> dict:
+    """Dice, IoU and the COSAS score (Dice + IoU) / 2 of one image."""
+    dice, iou = dice_iou(prediction, target)
+    return {"dice": dice, "iou": iou, "score": (dice + iou) / 2}
+
+
+def summarise(rows: Iterable[dict], keys=("dice", "iou", "score")) -> dict:
+    """Mean and standard deviation over images of each metric, plus the image count."""
+    rows = list(rows)
+    out: dict = {"n": len(rows)}
+    for key in keys:
+        values = np.array([r[key] for r in rows], dtype=float)
+        out[f"{key}_mean"] = float(values.mean()) if len(values) else math.nan
+        out[f"{key}_std"] = float(values.std()) if len(values) else math.nan
+    return out
+
+
+def _window_weights(size: int, device) -> torch.Tensor:
+    """Blending weights that fall off towards a window's borders (never to 0)."""
+    ramp = torch.hann_window(size + 2, periodic=False, device=device)[1:-1]
+    return torch.outer(ramp, ramp).clamp_min(1e-3)
+
+
+def _tta_views(x: torch.Tensor):
+    """The 8 flips/rotations of a batch (or only the 4 flips when not square), with inverses."""
+    square = x.shape[-1] == x.shape[-2]
+    for k in range(4) if square else (0, 2):
+        for flip in (False, True):
+            view = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+            def undo(y, k=k, flip=flip):
+                y = torch.rot90(y, -k, dims=(-2, -1))
+                return y.flip(-1) if flip else y
+
+            yield view, undo
+
+
+@torch.no_grad()
+def predict_tile(
+    model: nn.Module,
+    image: np.ndarray,
+    window: int,
+    scale: float = 1.0,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    tta: bool = False,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Tumour probability (H×W float32) of an RGB uint8 tile of any size.
+
+    The tile is rescaled by ``scale``, padded to a multiple of 32 and at least one window, cut
+    into overlapping ``window``-sized patches predicted in batches (autocast on GPU), blended
+    with border-damped weights, and resized back to the input size. With ``tta`` each patch's
+    probability is the mean over flips and 90° rotations.
+    """
+    if window % STRIDE:
+        raise ValueError(f"window {window} must be a multiple of {STRIDE}")
+    device = device or next(model.parameters()).device
+    model.eval()
+    height, width = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    x = x / 255
+    if scale != 1.0:
+        size = (max(STRIDE, round(height * scale)), max(STRIDE, round(width * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    h, w = x.shape[-2:]
+    padded_h = max(window, math.ceil(h / STRIDE) * STRIDE)
+    padded_w = max(window, math.ceil(w / STRIDE) * STRIDE)
+    x = F.pad(x, (0, padded_w - w, 0, padded_h - h), value=1.0)  # pad with white glass
+
+    stride = max(STRIDE, int(window * (1 - overlap)))
+    ys = _starts(padded_h, window, stride)
+    xs = _starts(padded_w, window, stride)
+    corners = [(y, x0) for y in ys for x0 in xs]
+    weights = _window_weights(window, device)
+    total = torch.zeros(padded_h, padded_w, device=device)
+    norm = torch.zeros_like(total)
+    amp_dtype = autocast_dtype(device)
+    for i in range(0, len(corners), batch_size):
+        chunk = corners[i : i + batch_size]
+        patches = torch.cat([x[..., y : y + window, c : c + window] for y, c in chunk])
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            if tta:
+                probs = torch.stack(
+                    [undo(torch.sigmoid(model(view).float())) for view, undo in _tta_views(patches)]
+                ).mean(0)
+            else:
+                probs = torch.sigmoid(model(patches).float())
+        for (y, c), p in zip(chunk, probs[:, 0]):
+            total[y : y + window, c : c + window] += p * weights
+            norm[y : y + window, c : c + window] += weights
+    prob = (total / norm)[:h, :w]
+    if (h, w) != (height, width):
+        prob = F.interpolate(
+            prob[None, None], size=(height, width), mode="bilinear", align_corners=False
+        )[0, 0]
+    return prob.float().cpu().numpy()
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    starts = list(range(0, max(1, length - window + 1), stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def evaluate_samples(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    window: int,
+    scale: float = 1.0,
+    threshold: float = 0.5,
+    tta: bool = False,
+    transform=None,
+    device=None,
+    keep_probabilities: bool = False,
+) -> list[dict]:
+    """Per-image scores of a model (one row per sample, with its task and domain)."""
+    rows = []
+    for sample in samples:
+        image = read_image(sample.image)
+        if transform is not None:
+            image = transform(image)
+        mask = read_mask(sample.mask)
+        prob = predict_tile(model, image, window, scale, tta=tta, device=device)
+        row = {
+            "id": sample.id,
+            "task": sample.task,
+            "domain": sample.domain,
+            "split": sample.split,
+            "tumour_fraction": float(mask.mean()),
+            **image_scores(prob > threshold, mask),
+        }
+        if keep_probabilities:
+            row["probability"] = prob
+        rows.append(row)
+    return rows
+
+
+def baseline_rows(samples: Sequence[Sample], kind: str) -> list[dict]:
+    """Scores of a trivial predictor: ``all-tumour`` or ``all-background`` for every tile."""
+    if kind not in ("all-tumour", "all-background"):
+        raise ValueError(f"unknown baseline {kind!r}")
+    rows = []
+    for sample in samples:
+        mask = read_mask(sample.mask)
+        prediction = np.full(mask.shape, kind == "all-tumour")
+        rows.append(
+            {
+                "id": sample.id,
+                "task": sample.task,
+                "domain": sample.domain,
+                "split": sample.split,
+                "tumour_fraction": float(mask.mean()),
+                **image_scores(prediction, mask),
+            }
+        )
+    return rows
+
+
+def per_domain(rows: Sequence[dict]) -> dict[str, dict]:
+    """``summarise`` of the rows of each domain, and of all rows under "all"."""
+    domains = sorted({r["domain"] for r in rows})
+    out = {d: summarise(r for r in rows if r["domain"] == d) for d in domains}
+    out["all"] = summarise(rows)
+    return out

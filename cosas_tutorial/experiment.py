@@ -1,0 +1,272 @@
+"""Runs: train a strategy on a task over cross-validation folds, evaluate it, run the grid.
+
+A run folder holds ``run.json`` (what was run), ``fold<k>/<stage>.ckpt`` (resumable
+checkpoints), ``fold<k>/model.pt`` (final weights) and ``records.jsonl`` (scores).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .data.cosas import DataError, discover
+from .data.layout import TASKS, Sample
+from .data.splits import kfold_by_domain
+from .data.tiles import TileCache
+from .env import git_commit, pick_device, seed_everything
+from .evaluate import baseline_rows, evaluate_samples, per_domain
+from .model import build_model
+from .results import BASELINES, append_records, read_records
+from .strategies import STRATEGIES, get_strategy, other_task
+
+RUN_FILE, RECORDS_FILE = "run.json", "records.jsonl"
+
+
+def task_samples(samples: Sequence[Sample], task: str, split: str) -> list[Sample]:
+    return [s for s in samples if s.task == task and s.split == split]
+
+
+def _record(
+    config: RunConfig,
+    task: str,
+    strategy: str,
+    fold: int,
+    split: str,
+    rows: list[dict],
+    data: Path,
+    history=None,
+) -> dict:
+    return {
+        "task": task,
+        "strategy": strategy,
+        "fold": fold,
+        "split": split,
+        "profile": config.profile,
+        "seed": config.seed,
+        "commit": git_commit(),
+        "data": str(data),
+        "config": config.to_dict(),
+        "history": history or [],
+        "domains": per_domain(rows),
+        "images": rows,
+    }
+
+
+def _prepare_run_dir(run_dir: Path, manifest: dict, resume: bool) -> None:
+    """Create the run folder; refuse to mix a different run into an existing one."""
+    run_file = run_dir / RUN_FILE
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        same = {k: previous.get(k) for k in ("task", "strategy", "config", "data")} == {
+            k: manifest[k] for k in ("task", "strategy", "config", "data")
+        }
+        if not resume:
+            raise FileExistsError(
+                f"{run_dir} already holds a run; use --resume to continue it "
+                "or choose another --out"
+            )
+        if not same:
+            raise FileExistsError(
+                f"{run_dir} holds a different run (task, strategy, config or "
+                "data differ); it cannot be resumed with these settings"
+            )
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"{run_dir} is not empty and holds no run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(manifest, indent=2))
+
+
+def train_run(
+    data: Path,
+    task: str,
+    strategy: str,
+    config: RunConfig,
+    run_dir: Path,
+    device: torch.device | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``strategy`` for ``task`` on ``config.run_folds`` folds; return CV records."""
+    data, run_dir = Path(data), Path(run_dir)
+    device = device or pick_device()
+    chosen = get_strategy(strategy)
+    samples = discover(data)
+    train = task_samples(samples, task, "train")
+    if not train:
+        raise DataError(f"{data}: no training images for {task}")
+    other = task_samples(samples, other_task(task), "train") if chosen.uses_other_task else []
+    if chosen.uses_other_task and not other:
+        raise DataError(
+            f"{data}: strategy {strategy!r} needs {other_task(task)} as well, "
+            "but the tree holds no training images for it"
+        )
+    manifest = {
+        "task": task,
+        "strategy": strategy,
+        "config": config.to_dict(),
+        "data": str(data.resolve()),
+        "commit": git_commit(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _prepare_run_dir(run_dir, manifest, resume)
+
+    records = []
+    folds = kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
+    for fold, (train_idx, val_idx) in enumerate(folds):
+        fold_dir = run_dir / f"fold{fold}"
+        seed_everything(config.seed + fold)
+        model = build_model(config.encoder, config.encoder_weights)
+        history = []
+        for stage in chosen.stages([train[i] for i in train_idx], other):
+            tiles = TileCache(stage.samples, config.tile_scale, device=device)
+            history += fit_stage(
+                model, tiles, config, device, fold_dir, stage.name, resume, progress
+            )
+        torch.save(model.state_dict(), fold_dir / "model.pt")
+        val = [train[i] for i in val_idx]
+        rows = evaluate_samples(
+            model,
+            val,
+            config.crop_size,
+            config.tile_scale,
+            config.threshold,
+            config.tta,
+            device=device,
+        )
+        records.append(_record(config, task, strategy, fold, "cv", rows, data, history))
+    append_records(run_dir / RECORDS_FILE, records)
+    return records
+
+
+def fit_stage(model, tiles, config, device, fold_dir, stage, resume, progress):
+    from .train import fit  # imported here to keep `cosas data …` start-up light
+
+    return fit(
+        model,
+        tiles,
+        config,
+        device,
+        checkpoint=fold_dir / f"{stage}.ckpt",
+        stage=stage,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def load_run(run_dir: Path) -> tuple[dict, RunConfig]:
+    run_file = Path(run_dir) / RUN_FILE
+    if not run_file.exists():
+        raise FileNotFoundError(
+            f"{run_dir}: no {RUN_FILE}; is this a run folder made by `cosas train`?"
+        )
+    manifest = json.loads(run_file.read_text())
+    return manifest, RunConfig(**manifest["config"])
+
+
+def evaluate_run(
+    run_dir: Path, data: Path, tta: bool | None = None, device: torch.device | None = None
+) -> list[dict]:
+    """Score every trained fold of a run on the held-out (test) domains of its task."""
+    run_dir, data = Path(run_dir), Path(data)
+    device = device or pick_device()
+    manifest, config = load_run(run_dir)
+    if tta is not None:
+        config = config.replace(tta=tta)
+    test = task_samples(discover(data), manifest["task"], "test")
+    if not test:
+        raise DataError(f"{data}: no held-out (COSAS24-TestSet) images for {manifest['task']}")
+    records = []
+    for model_file in sorted(run_dir.glob("fold*/model.pt")):
+        model = build_model(config.encoder, None)
+        model.load_state_dict(torch.load(model_file, map_location="cpu"))
+        model.to(device)
+        rows = evaluate_samples(
+            model,
+            test,
+            config.crop_size,
+            config.tile_scale,
+            config.threshold,
+            config.tta,
+            device=device,
+        )
+        fold = int(model_file.parent.name.removeprefix("fold"))
+        records.append(
+            _record(config, manifest["task"], manifest["strategy"], fold, "test", rows, data)
+        )
+    if not records:
+        raise FileNotFoundError(f"{run_dir}: no trained fold (fold*/model.pt) to evaluate")
+    (run_dir / "evaluation.json").write_text(
+        json.dumps(
+            [{k: r[k] for k in ("task", "strategy", "fold", "split", "domains")} for r in records],
+            indent=2,
+        )
+    )
+    return records
+
+
+def baseline_records(data: Path, task: str, config: RunConfig) -> list[dict]:
+    """Trivial predictors on the same CV validation images and held-out images as the models."""
+    samples = discover(data)
+    train = task_samples(samples, task, "train")
+    val = [
+        train[i]
+        for _, val_idx in kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
+        for i in val_idx
+    ]
+    test = task_samples(samples, task, "test")
+    records = []
+    for kind in BASELINES:
+        for split, chosen in (("cv", val), ("test", test)):
+            if chosen:
+                records.append(
+                    _record(config, task, kind, -1, split, baseline_rows(chosen, kind), data)
+                )
+    return records
+
+
+def run_experiment(
+    data: Path,
+    config: RunConfig,
+    out: Path,
+    strategies=None,
+    tasks=None,
+    device: torch.device | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Every strategy × task (those the data allows): train, evaluate, collect records.
+
+    Writes ``out/results.jsonl`` and returns its records.
+    """
+    data, out = Path(data), Path(out)
+    present = {s.task for s in discover(data) if s.split == "train"}
+    tasks = [t for t in (tasks or TASKS) if t in present]
+    results = out / "results.jsonl"
+    if results.exists() and not resume:
+        raise FileExistsError(f"{results} exists; use --resume or another --out")
+    records = []
+    for task in tasks:
+        for name in strategies or STRATEGIES:
+            if get_strategy(name).uses_other_task and other_task(task) not in present:
+                print(f"skipping {name} on {task}: the data holds no {other_task(task)}")
+                continue
+            run_dir = out / f"{task}-{name}"
+            if (run_dir / RECORDS_FILE).exists() and resume:
+                run_records = [r for r in read_records(run_dir / RECORDS_FILE)]
+            else:
+                run_records = train_run(data, task, name, config, run_dir, device, resume, progress)
+                if any(s.task == task and s.split == "test" for s in discover(data)):
+                    test_records = evaluate_run(run_dir, data, device=device)
+                    append_records(run_dir / RECORDS_FILE, test_records)
+                    run_records += test_records
+            records += run_records
+        records += baseline_records(data, task, config)
+    results.unlink(missing_ok=True)
+    append_records(results, records)
+    return records

@@ -1,0 +1,82 @@
+"""FPN decoder + Mix-Vision-Transformer (SegFormer's MiT) encoder, built with smp."""
+
+from __future__ import annotations
+
+import os
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import ENCODERS
+
+STRIDE = 32  # MiT + FPN need height and width divisible by 32
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but could not be fetched."""
+
+
+def build_model(encoder: str = "mit_b0", weights: str | None = None) -> nn.Module:
+    """FPN + MiT with one output channel (tumour logit).
+
+    ``weights="imagenet"`` downloads ImageNet encoder weights from the model hub; if that fails the
+    error says how to proceed instead of silently training from scratch.
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
+    try:
+        return smp.FPN(encoder_name=encoder, encoder_weights=weights, classes=1)
+    except Exception as err:  # network errors come in many types from the hub client
+        if weights is None:
+            raise
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise WeightsUnavailableError(
+            f"could not load {weights} weights for {encoder} "
+            f"({'HF_HUB_OFFLINE=1 is set' if offline else type(err).__name__}: {err}). "
+            "Either connect to the internet once (the weights are cached afterwards), "
+            "or train from scratch explicitly with --weights none "
+            "(expect lower scores: the paper used ImageNet weights)."
+        ) from err
+
+
+def check_input_size(height: int, width: int) -> None:
+    """Raise a clear error for sizes the encoder cannot take."""
+    if height % STRIDE or width % STRIDE:
+        raise ValueError(
+            f"input {height}×{width} is not divisible by {STRIDE}: pad to "
+            f"({-(-height // STRIDE) * STRIDE}, {-(-width // STRIDE) * STRIDE}) "
+            "or use cosas_tutorial.evaluate.predict_tile, which pads for you"
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, size: int = 512) -> int:
+    """Floating-point operations of one forward pass on a 3×size×size input (torch's counter)."""
+    check_input_size(size, size)
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        was_training = model.training
+        model.eval()
+        model(torch.zeros(1, 3, size, size, device=device))
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+def summary(encoders=ENCODERS, size: int = 512) -> list[dict]:
+    """Parameters and forward FLOPs of FPN + each MiT variant (random weights, CPU)."""
+    rows = []
+    for name in encoders:
+        model = build_model(name)
+        rows.append(
+            {
+                "encoder": name,
+                "params_M": count_parameters(model) / 1e6,
+                f"GFLOPs@{size}": count_flops(model, size) / 1e9,
+            }
+        )
+    return rows

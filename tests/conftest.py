@@ -1,0 +1,77 @@
+"""Shared fixtures: the shared data folder, the open-tissue mirror, tiny COSAS trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cosas_tutorial.data.layout import pair_dirs
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+OPEN_TISSUE_DIR = SHARED_DIR / "data" / "open-tissue"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def open_tissue_mirror_url() -> str:
+    """file:// URL of the local open-tissue mirror (skips when it is not there)."""
+    mirror = OPEN_TISSUE_DIR / "mirror"
+    if not mirror.is_dir():
+        pytest.skip(f"open-tissue mirror not found at {mirror}")
+    return mirror.as_uri()
+
+
+def write_pair(
+    root: Path,
+    task: str,
+    domain: str,
+    stem: str,
+    size: tuple[int, int] = (32, 24),
+    split: str = "train",
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """Write one random RGB tile and a 0/255 mask (a rectangle) of ``size`` (W, H) as PNG."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    image_dir, mask_dir = pair_dirs(root, split, task, domain)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 4 : height // 2, width // 4 : width // 2] = 255
+    image_path, mask_path = image_dir / f"{stem}.png", mask_dir / f"{stem}.png"
+    Image.fromarray(image).save(image_path)
+    Image.fromarray(mask).save(mask_path)
+    return image_path, mask_path
+
+
+@pytest.fixture
+def make_cosas_tree(tmp_path):
+    """Factory: ``make_cosas_tree({"task1": {"colorectum": 2}}, size=(W, H), split="train")``.
+
+    Writes ``n`` pairs (ids ``tile00``, ``tile01`` …) per domain under ``tmp_path / "cosas"``
+    (or ``root``) in the COSAS layout and returns the root. Calls may add to the same tree.
+    """
+
+    def make(
+        spec: dict[str, dict[str, int]] | None = None,
+        size: tuple[int, int] = (32, 24),
+        split: str = "train",
+        root: Path | None = None,
+    ) -> Path:
+        root = root or tmp_path / "cosas"
+        spec = spec or {"task1": {"colorectum": 2, "pancreas": 2, "stomach": 2}}
+        for task, domains in spec.items():
+            for domain, count in domains.items():
+                for i in range(count):
+                    write_pair(root, task, domain, f"tile{i:02d}", size, split, seed=i)
+        return root
+
+    return make

@@ -9,7 +9,7 @@ export MPLBACKEND := Agg
 DEMO_DATA := data/synthetic
 DEMO_OUT := runs/demo
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test clean-demo lint links
 
 install: $(VENV)/.installed
 
@@ -24,5 +24,18 @@ demo: install
 	rm -rf $(DEMO_OUT)  # the demo's own output folder, rebuilt on every run
 	time $(BIN)/cosas experiment --data $(DEMO_DATA) --profile cpu --out $(DEMO_OUT)
 
-test: install
+# The checks of .pre-commit-config.yaml, without fixing anything (the hooks fix).
+NOTEBOOKS := $(wildcard book/*.ipynb)
+lint: install links
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(if $(NOTEBOOKS),$(BIN)/nbstripout --keep-id --verify $(NOTEBOOKS))
+	$(BIN)/python tools/check_large_files.py
+	$(BIN)/actionlint
+
+# Colab badges, install cells and the book's repository address agree with pyproject.toml.
+links: install
+	$(BIN)/python tools/notebook_links.py --check
+
+test: install lint
 	$(BIN)/python -m pytest -q

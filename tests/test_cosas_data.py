@@ -255,6 +255,8 @@ def test_read_image_returns_rgb_uint8(tmp_path):
     image = read_image(tmp_path / "x.png")
     assert image.dtype == np.uint8 and image.shape == (7, 5, 3)
     assert np.array_equal(image, pixels)
+    save(tmp_path / "m.png", np.zeros((7, 5)))
+    assert image.flags.writeable and read_mask(tmp_path / "m.png").flags.writeable
 
 
 # --- discovery -----------------------------------------------------------------------------

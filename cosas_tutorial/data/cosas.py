@@ -76,7 +76,7 @@ def _load_image(path: Path) -> tuple[np.ndarray, str | None]:
             r, g, b = rgb.split()
             if r.tobytes() == g.tobytes() == b.tobytes():
                 raise DataError.at(path, "palette image without colour (grey palette); need RGB")
-            return np.asarray(rgb), "palette image converted to RGB"
+            return np.array(rgb), "palette image converted to RGB"
         image = rgba
     if image.mode in ("RGBA", "PA"):
         rgba = image.convert("RGBA")
@@ -90,7 +90,7 @@ def _load_image(path: Path) -> tuple[np.ndarray, str | None]:
         raise DataError.at(path, f"grayscale image (mode {image.mode}); need an RGB colour image")
     elif image.mode != "RGB":
         image = image.convert("RGB")  # other colour modes: CMYK, YCbCr, LAB, HSV
-    return np.asarray(image, dtype=np.uint8), note
+    return np.array(image, dtype=np.uint8), note  # a writable copy, not a view of PIL data
 
 
 def read_image(path: Path | str) -> np.ndarray:

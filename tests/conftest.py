@@ -28,6 +28,21 @@ def open_tissue_mirror_url() -> str:
     return mirror.as_uri()
 
 
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A synthetic tree (both tasks, held-out domains) at the ``ci`` profile's size."""
+    from cosas_tutorial.config import get_profile
+    from cosas_tutorial.data.synthetic import generate
+
+    config = get_profile("ci")
+    return generate(
+        tmp_path_factory.mktemp("synthetic"),
+        tiles=config.synthetic_tiles,
+        size=config.synthetic_size,
+        seed=0,
+    )
+
+
 def write_pair(
     root: Path,
     task: str,

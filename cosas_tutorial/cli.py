@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     open_tissue.add_argument("out", type=Path)
     open_tissue.add_argument(
+        "--domains",
+        nargs="+",
+        metavar="DOMAIN",
+        help="only these sources (default: all five; see data/README.md for their licences)",
+    )
+    open_tissue.add_argument(
         "--base-url",
         help="mirror of the raw-file host (default: $COSAS_OPEN_TISSUE_URL, else the public host)",
     )
@@ -212,7 +218,7 @@ def _data(args) -> int:
     else:
         from .data.open_tissue import prepare
 
-        root = prepare(args.out, base_url=args.base_url, progress=True)
+        root = prepare(args.out, base_url=args.base_url, domains=args.domains, progress=True)
     print(f"data tree ready: {root}")
     return 0
 

@@ -247,3 +247,28 @@ def test_interrupted_run_is_not_complete_and_can_be_finished(tmp_path, monkeypat
         generate(tmp_path / "out", tiles=2, size=64)  # other parameters: not ours to reuse
     generate(tmp_path / "out", tiles=1, size=64)  # same parameters: finished in place
     assert _files(tmp_path / "out") == _files(generate(tmp_path / "ref", tiles=1, size=64))
+
+
+def test_domain_gallery_shows_every_domain(small_tree):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cosas_tutorial.viz import plot_domain_gallery
+
+    fig = plot_domain_gallery(small_tree)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:5] == [
+        "task1 · colorectum", "task1 · pancreas", "task1 · stomach",
+        "task1 · duodenum (test)", "task1 · esophagus (test)",
+    ]  # fmt: skip
+    assert len(titles) == 11 and titles[-1] == "task2 · motic (test)"
+    plt.close(fig)
+    fig = plot_domain_gallery(small_tree, task="task2", n_per_domain=2)
+    assert sum(bool(ax.get_title()) for ax in fig.axes) == 12
+    plt.close(fig)
+    with pytest.raises(ValueError, match="task"):
+        plot_domain_gallery(small_tree, task="task3")
+    with pytest.raises(FileNotFoundError):
+        plot_domain_gallery(small_tree / "COSAS24-TestSet")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -173,8 +174,8 @@ def synthesize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One tile: (HxWx3 uint8 RGB image, HxW uint8 mask with 0/255).
 
-    The random streams depend on (seed, task, domain, index) only, so the tumour layout of a
-    tile is the same at every shift; only the domain's parameters move.
+    The random streams depend on (seed, task, domain, index) only: a tile keeps its tumour
+    region at every shift (in task 2, where only the scanner moves, all of its tissue).
     """
     morph, acq = domain_profile(task, domain, shift)
     entropy = int.from_bytes(_tile_key(seed, task, domain, index)[:16], "little")
@@ -313,6 +314,9 @@ class _Glands:
     def __len__(self) -> int:
         return len(self.radius)
 
+    def subset(self, keep: np.ndarray) -> _Glands:
+        return _Glands(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
     def __add__(self, other: _Glands) -> _Glands:
         return _Glands(
             **{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
@@ -436,7 +440,7 @@ class _Tissue:
             angle + rng.normal(0, 0.15, n), 0.05,
             radius * (1 - m.lumen_ratio) * rng.uniform(0.9, 1.1, n), tumour=False,
         )  # fmt: skip
-        return _Glands(**{f.name: getattr(glands, f.name)[keep] for f in fields(glands)})
+        return glands.subset(keep)
 
     def _tumour_glands(self, region: np.ndarray) -> _Glands:
         m, rng = self.m, self.rng
@@ -578,8 +582,8 @@ class _Tissue:
         _fill(epithelium, outlines)
         _fill(tumour_epi, outlines[len(normal) :])
         halo = rng.random(len(tumour)) < 0.6  # clear clefts around invasive nests
-        cv2.polylines(retraction, list(_fixed(outlines[len(normal) :][halo])), True, 255, 3,
-                      cv2.LINE_AA, 4)  # fmt: skip
+        halos = list(_fixed(outlines[len(normal) :][halo]))
+        cv2.polylines(retraction, halos, True, 255, 3, cv2.LINE_AA, 4)
         hollow = glands.thickness < glands.radius
         cribriform = (
             glands.tumour & hollow & (glands.radius > 1.3 * m.tumour_gland_radius)
@@ -587,8 +591,7 @@ class _Tissue:
         )  # fmt: skip
         holes = glands.outlines(inset=glands.thickness)
         _fill(lumen, holes[hollow & ~cribriform])
-        self._cribriform(_Glands(**{f.name: getattr(glands, f.name)[cribriform]
-                                    for f in fields(glands)}), lumen)  # fmt: skip
+        self._cribriform(glands.subset(cribriform), lumen)
         _fill(necrosis, holes[glands.tumour & hollow & (rng.random(len(glands)) < m.necrosis)])
 
         nuclei = _Nuclei()
@@ -635,7 +638,7 @@ class _Tissue:
         e_map += nec * 0.35 * np.clip(1 + 0.5 * _fine_noise(rng, size, 2.0), 0.2, None)
         h_map += nec * 0.08
 
-        self._stroma_cells(stroma & (lum < 0.5), region & stroma, fibre_angle, nuclei)
+        self._stroma_cells(stroma, region & stroma, fibre_angle, nuclei)
         dust = _sample_points(rng, nec, int(nec.sum() / 40))
         nuclei.add(dust, 0.9, 0.8, 0.0, 0.9)
         nuc = nuclei.draw(size) * tissue
@@ -661,7 +664,7 @@ def _check_arguments(tiles, size, shift, seed, tasks) -> tuple[str, ...]:
         raise ValueError(f"tiles must be an integer >= 1 (tiles per domain), got {tiles!r}")
     if not is_int(size) or size < 64:
         raise ValueError(f"size must be an integer >= 64 (tile side in pixels), got {size!r}")
-    if not isinstance(shift, (int, float)) or not 0.0 <= shift <= 1.0:
+    if not isinstance(shift, numbers.Real) or not 0.0 <= shift <= 1.0:
         raise ValueError(f"shift must be a number in [0, 1], got {shift!r}")
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -745,7 +748,7 @@ def generate(
         for index in range(tiles)
     ]
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         jobs = tqdm(jobs, desc="synthetic tiles", unit="tile")
     for split, task, domain, index in jobs:

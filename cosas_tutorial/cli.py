@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import ENCODERS, PROFILES, get_profile
-from .data.layout import TASKS
+from .data.layout import TASK_TITLES, TASKS
 
 EPILOG = """examples:
   cosas data synthetic data/synthetic --tiles 24 --size 256 --shift 0.5
@@ -185,15 +185,24 @@ def _dispatch(args) -> int:
             args.resume,
             not args.quiet,
         )
-        table = score_table(records)
-        (args.out / "table.md").write_text(table.to_markdown(index=False) + "\n")
+        (args.out / "table.md").write_text(
+            "\n\n".join(
+                score_table(records, task).to_markdown(index=False)
+                for task in TASKS
+                if any(r["task"] == task for r in records)
+            )
+            + "\n"
+        )
         figure = plot_strategy_scores(records)
         figure.savefig(args.out / "scores.png", dpi=120, bbox_inches="tight")
         print(
             f"wrote {args.out / 'results.jsonl'}, {args.out / 'table.md'}, "
             f"{args.out / 'scores.png'}"
         )
-    print(score_table(records).to_string(index=False))
+    for task in TASKS:
+        if any(r["task"] == task for r in records):
+            print(f"\n{task} ({TASK_TITLES[task]}), COSAS score (mean ± std over images):")
+            print(score_table(records, task).drop(columns="task").to_string(index=False))
     return 0
 
 

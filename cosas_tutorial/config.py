@@ -18,7 +18,7 @@ ENCODERS = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
 class RunConfig:
     """Everything that defines a training run (recorded with every result)."""
 
-    profile: str = "cpu"
+    profile: str = "custom"
     encoder: str = "mit_b0"
     encoder_weights: str | None = None  # "imagenet" or None (random initialisation)
     tile_scale: float = 1.0  # tiles are rescaled by this factor before cropping and prediction
@@ -61,17 +61,30 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The paper's learning rate is 1e-4 with ImageNet weights; the CPU profiles train from random
+# initialisation (no download needed) for a few hundred steps, where 3e-4 learns and 1e-3 diverged
+# in our trials on the synthetic tier.
 PROFILES: dict[str, RunConfig] = {
     "ci": RunConfig(
         profile="ci",
+        tile_scale=0.5,
         crop_size=64,
         batch_size=4,
         epochs=2,
         steps_per_epoch=2,
+        lr=3e-4,
         synthetic_tiles=6,
         synthetic_size=128,
     ),
-    "cpu": RunConfig(profile="cpu"),
+    "cpu": RunConfig(
+        profile="cpu",
+        tile_scale=0.375,
+        crop_size=96,
+        batch_size=8,
+        epochs=8,
+        steps_per_epoch=30,
+        lr=3e-4,
+    ),
     "gpu": RunConfig(
         profile="gpu",
         encoder="mit_b2",
@@ -88,9 +101,9 @@ PROFILES: dict[str, RunConfig] = {
     ),
     "paper": RunConfig(
         profile="paper",
-        encoder="mit_b2",
+        encoder="mit_b2",  # the variant is not reported; b2 is the mid-sized one
         encoder_weights="imagenet",
-        tile_scale=1024 / 1500,
+        tile_scale=1024 / 1500,  # tiles ≈1500² are resized to 1024² in the paper
         crop_size=1024,
         batch_size=4,
         epochs=30,

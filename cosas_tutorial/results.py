@@ -49,14 +49,19 @@ def fmt(mean: float, std: float) -> str:
     return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
-def score_table(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
+def score_table(
+    records: Sequence[dict], task: str | None = None, metric: str = "score"
+) -> pd.DataFrame:
     """Rows: task × strategy (baselines included); columns: in-domain CV, then each unseen
     domain and all unseen images; cells: mean ± std over images of ``metric``.
 
-    Folds are pooled: the per-image rows of every fold are summarised together.
+    Folds are pooled: the per-image rows of every fold are summarised together. With ``task``,
+    only that task's records (and so only its domains as columns).
     """
     pooled: dict[tuple[str, str], dict[str, list[float]]] = {}
     for record in records:
+        if task is not None and record["task"] != task:
+            continue
         key = (record["task"], record["strategy"])
         column_of = (
             (lambda row: "in-domain (CV)")

@@ -21,10 +21,9 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def open_tissue_mirror_url() -> str:
-    """file:// URL of the local open-tissue mirror (skips when it is not there)."""
+    """file:// URL of the local open-tissue mirror (the tests need it: no silent skip)."""
     mirror = OPEN_TISSUE_DIR / "mirror"
-    if not mirror.is_dir():
-        pytest.skip(f"open-tissue mirror not found at {mirror}")
+    assert mirror.is_dir(), f"open-tissue mirror not found at {mirror} (expected ../shared)"
     return mirror.as_uri()
 
 

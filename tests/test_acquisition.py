@@ -36,8 +36,7 @@ def real_tile() -> np.ndarray:
     """One real H&E tile (RGB) from the open-tissue mirror in shared/."""
     mirror = SHARED_DIR / "data" / "open-tissue" / "mirror"
     images = sorted(p for p in mirror.rglob("*.png") if "mask" not in str(p.parent).lower())
-    if not images:
-        pytest.skip(f"no PNG image under {mirror}")
+    assert images, f"no PNG image under {mirror}"
     with Image.open(images[0]) as image:
         return np.asarray(image.convert("RGB"))
 

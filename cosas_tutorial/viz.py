@@ -125,3 +125,392 @@ def _score_groups(records, task, metric) -> dict[str, dict[str, list[float]]]:
             group = "in-domain (CV)" if record["split"] == "cv" else row["domain"]
             groups.setdefault(group, {}).setdefault(record["strategy"], []).append(row[metric])
     return {k: v for k, v in groups.items() if v}
+
+
+# --- figures of the analysis chapters (domain shift, model anatomy, errors, shift dial) ----------
+
+
+def domain_colours(domains: Sequence[str]) -> dict[str, tuple]:
+    """A fixed colour per domain, in the order given (matplotlib's tab10, then tab20)."""
+    palette = plt.get_cmap("tab10" if len(domains) <= 10 else "tab20").colors
+    return {domain: palette[i % len(palette)] for i, domain in enumerate(domains)}
+
+
+def plot_channel_histograms(
+    images_by_domain: dict[str, Sequence[np.ndarray]], space: str = "rgb", bins: int = 64
+) -> Figure:
+    """Pixel distributions per domain over tissue pixels: one panel per channel (R, G, B, or the
+    haematoxylin, eosin and DAB densities of colour deconvolution), one line per domain."""
+    from .analysis import hed, tissue_mask
+
+    if space not in ("rgb", "hed"):
+        raise ValueError(f"space must be 'rgb' or 'hed', got {space!r}")
+    pixels = {}
+    for domain, images in images_by_domain.items():
+        chunks = []
+        for image in images:
+            values = image.astype(np.float32) if space == "rgb" else hed(image)
+            chunks.append(values[tissue_mask(image)])
+        pixels[domain] = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
+    names = ("red", "green", "blue") if space == "rgb" else ("haematoxylin", "eosin", "DAB")
+    colours = domain_colours(list(images_by_domain))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.1))
+    for channel, (ax, name) in enumerate(zip(axes, names)):
+        if space == "rgb":
+            low, high = 0.0, 255.0
+        else:
+            every = np.concatenate([p[:, channel] for p in pixels.values() if len(p)])
+            low, high = np.percentile(every, [0.5, 99.5]) if len(every) else (0.0, 1.0)
+        for domain, values in pixels.items():
+            if len(values):
+                ax.hist(
+                    values[:, channel],
+                    bins=bins,
+                    range=(low, high),
+                    density=True,
+                    histtype="step",
+                    linewidth=1.4,
+                    color=colours[domain],
+                    label=domain,
+                )
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("intensity (0–255)" if space == "rgb" else "stain density (OD)")
+        ax.set_yticks([])
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def _chromaticity(vectors: np.ndarray) -> np.ndarray:
+    """OD unit vectors (n×3) → (share of red, share of blue) of their absorbance."""
+    vectors = np.atleast_2d(vectors)
+    total = vectors.sum(axis=1, keepdims=True)
+    return np.stack([vectors[:, 0], vectors[:, 2]], axis=1) / total
+
+
+def plot_stain_vectors(vectors, references: dict[str, np.ndarray] | None = None) -> Figure:
+    """Estimated haematoxylin (o) and eosin (^) optical-density directions of every tile, as
+    the share of red and blue light they absorb, coloured by domain (``vectors``: a frame of
+    :func:`cosas_tutorial.analysis.domain_stain_vectors`). ``references`` (name → 2×3 or 3×3
+    matrix, rows H, E …) are drawn as black crosses."""
+    domains = list(dict.fromkeys(vectors["domain"]))
+    colours = domain_colours(domains)
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    for domain in domains:
+        part = vectors[vectors["domain"] == domain]
+        for stain, marker in (("H", "o"), ("E", "^")):
+            xy = _chromaticity(part[[f"{stain}_R", f"{stain}_G", f"{stain}_B"]].to_numpy())
+            ax.scatter(
+                xy[:, 0],
+                xy[:, 1],
+                s=18,
+                marker=marker,
+                alpha=0.7,
+                color=colours[domain],
+                label=domain if stain == "H" else None,
+            )
+    for name, matrix in (references or {}).items():
+        xy = _chromaticity(np.asarray(matrix)[:2])
+        ax.scatter(xy[:, 0], xy[:, 1], marker="x", s=60, color="black")
+        for (x, y), stain in zip(xy, "HE"):
+            ax.annotate(
+                f"{name} {stain}", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
+    ax.set_xlabel("share of red absorbed")
+    ax.set_ylabel("share of blue absorbed")
+    ax.set_title("stain vectors per tile (o haematoxylin, ^ eosin)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_embeddings(panels: dict[str, tuple[np.ndarray, Sequence[str]]]) -> Figure:
+    """One scatter per panel title: 2-D coordinates of tiles coloured by their domain label."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, (coords, labels)) in zip(axes[0], panels.items()):
+        labels = np.asarray(labels)
+        colours = domain_colours(list(dict.fromkeys(labels)))
+        for label, colour in colours.items():
+            chosen = labels == label
+            ax.scatter(
+                coords[chosen, 0], coords[chosen, 1], s=16, alpha=0.8, color=colour, label=label
+            )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("component 1")
+        ax.set_ylabel("component 2")
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_shift_grid(
+    task: str,
+    domains: Sequence[str],
+    shifts: Sequence[float],
+    index: int = 0,
+    size: int = 256,
+    seed: int = 0,
+) -> Figure:
+    """The same synthetic tile (same ``index``) of each domain (rows) at each ``shift``
+    (columns), tumour outlined. In task 2 only the scanner changes with the shift, in task 1
+    the tissue itself."""
+    from .data.synthetic import synthesize
+
+    fig, axes = plt.subplots(
+        len(domains),
+        len(shifts),
+        figsize=(1.9 * len(shifts) + 0.6, 1.9 * len(domains)),
+        squeeze=False,
+    )
+    for row, domain in zip(axes, domains):
+        for ax, shift in zip(row, shifts):
+            image, mask = synthesize(task, domain, index, size=size, shift=shift, seed=seed)
+            ax.imshow(image)
+            outline(ax, mask > 0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(domain, fontsize=8)
+    for ax, shift in zip(axes[0], shifts):
+        ax.set_title(f"shift {shift:g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(images: dict[str, np.ndarray], ncols: int | None = None) -> Figure:
+    """A row (or grid) of images with their titles."""
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.4 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (title, image) in zip(axes.ravel(), images.items()):
+        ax.imshow(thumbnail(image))
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_cases(cases: Sequence[dict]) -> Figure:
+    """One row per case (dict with ``image``, ``mask``, ``probability``, ``threshold`` and
+    ``title``): the tile with the true tumour outlined, the probability map, and the errors
+    (true positives, false positives, false negatives) tinted."""
+    from matplotlib.patches import Patch
+
+    from .analysis import ERROR_COLOURS, error_overlay
+
+    fig, axes = plt.subplots(len(cases), 3, figsize=(8.4, 2.7 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        prediction = case["probability"] > case["threshold"]
+        row[0].imshow(case["image"])
+        outline(row[0], case["mask"] > 0)
+        row[0].set_title(case["title"], fontsize=8)
+        shown = row[1].imshow(case["probability"], vmin=0, vmax=1, cmap="magma")
+        row[1].set_title("tumour probability", fontsize=8)
+        row[2].imshow(error_overlay(case["image"], prediction, case["mask"]))
+        row[2].set_title(f"errors at threshold {case['threshold']:g}", fontsize=8)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(shown, ax=axes[:, 1].tolist(), fraction=0.04)
+    legend = [Patch(color=np.array(c) / 255, label=k.upper()) for k, c in ERROR_COLOURS.items()]
+    axes[0][2].legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def plot_score_distributions(frame, metric: str = "score") -> Figure:
+    """Per-image ``metric`` as boxes per group (in-domain CV, then each unseen domain) and
+    strategy, trivial baselines (hatched) beside the models. ``frame``: the per-image rows of
+    :func:`cosas_tutorial.analysis.image_frame` for one task."""
+    frame = frame.assign(group=np.where(frame["split"] == "cv", "in-domain (CV)", frame["domain"]))
+    groups = ["in-domain (CV)"] + sorted(set(frame["group"]) - {"in-domain (CV)"})
+    groups = [g for g in groups if (frame["group"] == g).any()]
+    present = set(frame["strategy"])
+    strategies = [s for s in STRATEGY_COLOURS if s in present]
+    strategies += sorted(present - set(strategies))
+    width = 0.8 / max(1, len(strategies))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(groups) * max(1, len(strategies)) / 2), 3.8))
+    for i, strategy in enumerate(strategies):
+        data, positions = [], []
+        for x, group in enumerate(groups):
+            values = frame[(frame["group"] == group) & (frame["strategy"] == strategy)][metric]
+            if len(values):
+                data.append(values.to_numpy())
+                positions.append(x + (i - (len(strategies) - 1) / 2) * width)
+        if not data:
+            continue
+        boxes = ax.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.9,
+            patch_artist=True,
+            showmeans=True,
+            manage_ticks=False,
+            meanprops=dict(
+                marker="D", markerfacecolor="black", markersize=3, markeredgecolor="black"
+            ),
+            flierprops=dict(markersize=2),
+            medianprops=dict(color="black"),
+        )
+        for box in boxes["boxes"]:
+            box.set_facecolor(STRATEGY_COLOURS.get(strategy, "#999999"))
+            box.set_hatch("//" if strategy in BASELINES else "")
+        ax.plot([], [], "s", color=STRATEGY_COLOURS.get(strategy, "#999999"), label=strategy)
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel(f"per-image COSAS {metric}" if metric == "score" else metric)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_vs_fraction(frame, metric: str = "score") -> Figure:
+    """Per-image ``metric`` against the tile's tumour fraction, coloured by domain, with the
+    exact curves of the two trivial predictors: "all tumour" scores (2f/(1+f) + f)/2 on a tile
+    with tumour fraction f, "all background" 1 on tumour-free tiles and 0 elsewhere."""
+    from .analysis import all_tumour_score
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    f = np.linspace(0, 1, 201)
+    ax.plot(f[1:], all_tumour_score(f[1:]), color="#777777", linestyle="--", label="all-tumour")
+    ax.plot([0, 1], [0, 0], color="#BBBBBB", linestyle=":", label="all-background (f > 0)")
+    ax.scatter([0], [1], color="#BBBBBB", marker="s", label="all-background (f = 0)")
+    colours = domain_colours(list(dict.fromkeys(frame["domain"])))
+    for domain, colour in colours.items():
+        part = frame[frame["domain"] == domain]
+        ax.scatter(
+            part["tumour_fraction"], part[metric], s=22, alpha=0.8, color=colour, label=domain
+        )
+    ax.set_xlabel("tumour fraction of the tile")
+    ax.set_ylabel(f"COSAS {metric}" if metric == "score" else metric)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_threshold_sweeps(sweeps: dict, marks: dict[str, float] | None = None) -> Figure:
+    """Mean COSAS score against the probability threshold, one line per image set (name →
+    frame of :func:`cosas_tutorial.analysis.threshold_sweep`); ``marks`` (label → threshold)
+    become vertical lines."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    colours = domain_colours(list(sweeps))
+    for name, sweep in sweeps.items():
+        ax.plot(sweep["threshold"], sweep["score"], marker=".", color=colours[name], label=name)
+    for (label, threshold), style in zip((marks or {}).items(), ("-", "--", ":", "-.")):
+        ax.axvline(threshold, color="black", linestyle=style, linewidth=1, label=label)
+    ax.set_xlabel("probability threshold")
+    ax.set_ylabel("mean COSAS score")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(tables: dict) -> Figure:
+    """Reliability diagram: observed tumour share against mean predicted probability per bin,
+    one line per image set (name → frame of :func:`cosas_tutorial.analysis.reliability`), the
+    diagonal being perfect calibration; below, the share of pixels in each bin (log scale)."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]}
+    )
+    top.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="calibrated")
+    colours = domain_colours(list(tables))
+    for name, table in tables.items():
+        used = table[table["count"] > 0]
+        top.plot(
+            used["confidence"],
+            used["frequency"],
+            marker="o",
+            markersize=3,
+            color=colours[name],
+            label=name,
+        )
+        centres = (table["lower"] + table["upper"]) / 2
+        bottom.plot(
+            centres, table["share"].where(table["share"] > 0), marker=".", color=colours[name]
+        )
+    top.set_ylabel("observed tumour share")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted tumour probability")
+    bottom.set_ylabel("share of pixels")
+    fig.tight_layout()
+    return fig
+
+
+def plot_shift_dial(summary, metric: str = "score") -> Figure:
+    """In-domain (CV) and unseen-domain mean ``metric`` against the synthetic ``shift``, one line
+    per strategy, trivial baselines dashed; the third panel is the gap (in-domain − unseen).
+    ``summary``: columns shift, strategy, split ("cv"/"test"), mean (and std)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    titles = {"cv": "in-domain (CV)", "test": "unseen domains"}
+    present = set(summary["strategy"])
+    strategies = [s for s in STRATEGY_COLOURS if s in present] + sorted(
+        present - set(STRATEGY_COLOURS)
+    )
+    for ax, split in zip(axes[:2], ("cv", "test")):
+        for strategy in strategies:
+            part = summary[(summary["split"] == split) & (summary["strategy"] == strategy)]
+            part = part.sort_values("shift")
+            baseline = strategy in BASELINES
+            ax.plot(
+                part["shift"],
+                part["mean"],
+                marker="o",
+                label=strategy,
+                color=STRATEGY_COLOURS.get(strategy, "#999999") if not baseline else "#777777",
+                linestyle=("--" if strategy == "all-tumour" else ":") if baseline else "-",
+            )
+        ax.set_title(titles[split], fontsize=10)
+        ax.set_xlabel("shift")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel(f"mean COSAS {metric}" if metric == "score" else metric)
+    for strategy in strategies:
+        if strategy in BASELINES:
+            continue
+        cv = summary[(summary["split"] == "cv") & (summary["strategy"] == strategy)]
+        test = summary[(summary["split"] == "test") & (summary["strategy"] == strategy)]
+        gap = cv.set_index("shift")["mean"] - test.set_index("shift")["mean"]
+        gap = gap.dropna().sort_index()
+        axes[2].plot(
+            gap.index,
+            gap.values,
+            marker="o",
+            label=strategy,
+            color=STRATEGY_COLOURS.get(strategy, "#999999"),
+        )
+    axes[2].axhline(0, color="#999999", linewidth=1)
+    axes[2].set_title("gap: in-domain − unseen", fontsize=10)
+    axes[2].set_xlabel("shift")
+    axes[1].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_domain_rows(tiles: Sequence, n_per_domain: int = 3) -> Figure:
+    """One row per domain, ``n_per_domain`` tiles each, tumour mask outlined (``tiles``: the
+    :class:`cosas_tutorial.analysis.Tile` list of :func:`cosas_tutorial.analysis.read_tiles`)."""
+    rows: dict[str, list] = {}
+    for tile in tiles:
+        key = tile.sample.domain + (" (test)" if tile.sample.split == "test" else "")
+        if len(rows.setdefault(key, [])) < n_per_domain:
+            rows[key].append(tile)
+    if not rows:
+        raise ValueError("no tiles to show")
+    fig, axes = plt.subplots(
+        len(rows), n_per_domain, figsize=(2.3 * n_per_domain + 0.8, 2.2 * len(rows)), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for row_axes, (name, chosen) in zip(axes, rows.items()):
+        for ax, tile in zip(row_axes, chosen):
+            ax.imshow(thumbnail(tile.image))
+            outline(ax, thumbnail(tile.mask))
+        row_axes[0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,416 @@
+"""Numbers behind the book's analysis chapters: colour and stain statistics per domain, tile
+features for a 2-D embedding, error overlays, threshold sweeps, calibration and run summaries.
+
+Everything here works on plain NumPy arrays (RGB ``uint8`` tiles, ``{0, 1}`` masks, float
+probabilities) and on the run records of :mod:`cosas_tutorial.results`, so that it applies to
+every data tier (synthetic, open-tissue, the real COSAS data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .data.cosas import read_image, read_mask
+from .data.layout import Sample
+from .evaluate import image_scores
+from .results import BASELINES
+from .stain import RUIFROK_HED
+
+# Optical density of glass is about 0; tissue is where the summed OD exceeds this (natural log,
+# as in Macenko et al. 2009 and torchstain, whose beta is 0.15 per channel).
+TISSUE_OD = 0.3
+_UNMIX = np.linalg.inv(RUIFROK_HED.double().numpy()).astype(np.float32)
+# Colours of the error overlay: true positive, false positive (over-segmentation),
+# false negative (missed tumour).
+ERROR_COLOURS = {"tp": (0, 170, 0), "fp": (230, 30, 30), "fn": (30, 90, 255)}
+
+
+# --------------------------------------------------------------------------------------------
+# Colour and stain
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 optical density ``-ln(I / 255)`` of a uint8 RGB image (0 on white glass)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+    return -np.log(np.clip(rgb.astype(np.float32), 1.0, 255.0) / 255.0)
+
+
+def tissue_mask(rgb: np.ndarray, threshold: float = TISSUE_OD) -> np.ndarray:
+    """Pixels that hold tissue, not glass: summed optical density above ``threshold``."""
+    return optical_density(rgb).sum(axis=-1) > threshold
+
+
+def hed(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 stain densities (haematoxylin, eosin, DAB) of a uint8 RGB image: Ruifrok-Johnston
+    colour deconvolution with the matrix of :mod:`cosas_tutorial.stain`, in NumPy (for one
+    image the batched torch version costs more in overhead than in arithmetic)."""
+    return optical_density(rgb) @ _UNMIX
+
+
+class Tile(NamedTuple):
+    """A tile read for statistics: its sample, RGB image and {0, 1} mask (possibly shrunk)."""
+
+    sample: Sample
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def read_small(sample: Sample, max_side: int = 256) -> Tile:
+    """A tile and its mask, shrunk to at most ``max_side`` pixels a side (area-averaged image,
+    nearest-neighbour mask), for statistics that need no full resolution."""
+    image, mask = read_image(sample.image), read_mask(sample.mask)
+    height, width = image.shape[:2]
+    factor = max_side / max(height, width)
+    if factor < 1:
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+        mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+    return Tile(sample, image, mask)
+
+
+def read_tiles(samples: Sequence[Sample], max_side: int = 256) -> list[Tile]:
+    """:func:`read_small` of every sample, in order."""
+    return [read_small(sample, max_side) for sample in samples]
+
+
+def colour_stats(image: np.ndarray) -> dict:
+    """Mean RGB, optical density and HED densities over the tissue pixels of one tile."""
+    tissue = tissue_mask(image)
+    if not tissue.any():  # a blank tile: fall back to every pixel
+        tissue = np.ones(image.shape[:2], dtype=bool)
+    rgb = image[tissue].astype(np.float64)
+    od = optical_density(image)[tissue]
+    stains = hed(image)[tissue]
+    stats = {"tissue_fraction": float(tissue.mean())}
+    for i, channel in enumerate("RGB"):
+        stats[channel] = float(rgb[:, i].mean())
+    for i, channel in enumerate("RGB"):
+        stats[f"OD_{channel}"] = float(od[:, i].mean())
+    for i, channel in enumerate("HED"):
+        stats[channel] = float(stains[:, i].mean())
+    return stats
+
+
+def _describe(sample: Sample) -> dict:
+    return {"task": sample.task, "domain": sample.domain, "split": sample.split, "id": sample.id}
+
+
+def domain_colour_stats(tiles: Sequence[Tile]) -> pd.DataFrame:
+    """One row per tile (of :func:`read_tiles`): task, domain, split, id, tumour fraction and
+    :func:`colour_stats`."""
+    rows = [
+        {**_describe(t.sample), "tumour_fraction": float(t.mask.mean()), **colour_stats(t.image)}
+        for t in tiles
+    ]
+    return pd.DataFrame(rows)
+
+
+def stain_vectors(
+    image: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pixels: int = 50
+) -> np.ndarray:
+    """Haematoxylin and eosin optical-density unit vectors (rows H, E) of one tile.
+
+    Macenko et al. (2009): keep pixels whose OD exceeds ``beta`` in every channel, project them
+    onto the plane of the two main principal directions of their OD, and take the directions at
+    the ``alpha`` and ``100 - alpha`` percentiles of the angle in that plane. Haematoxylin is
+    the one that absorbs more red (nuclei look blue-purple).
+    """
+    od = optical_density(image).reshape(-1, 3).astype(np.float64)
+    od = od[(od > beta).all(axis=1)]
+    if len(od) < min_pixels:
+        raise ValueError(
+            f"only {len(od)} stained pixels (OD > {beta} in every channel); "
+            f"need {min_pixels} to estimate stain vectors"
+        )
+    _, vectors = np.linalg.eigh(np.cov(od, rowvar=False))
+    plane = vectors[:, 1:3]  # the two largest eigenvalues come last
+    plane = plane * np.where(plane.sum(axis=0) < 0, -1.0, 1.0)  # point into positive OD
+    projected = od @ plane
+    angles = np.arctan2(projected[:, 1], projected[:, 0])
+    low, high = np.percentile(angles, [alpha, 100 - alpha])
+    candidates = np.stack(
+        [plane @ np.array([np.cos(a), np.sin(a)]) for a in (low, high)]
+    )  # two OD directions
+    candidates *= np.sign(candidates.sum(axis=1, keepdims=True))
+    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
+    if candidates[0, 0] < candidates[1, 0]:  # haematoxylin absorbs more red than eosin
+        candidates = candidates[::-1]
+    return candidates
+
+
+def angle_between(u: np.ndarray, v: np.ndarray) -> float:
+    """Angle in degrees between two vectors."""
+    u, v = np.asarray(u, float), np.asarray(v, float)
+    cosine = u @ v / (np.linalg.norm(u) * np.linalg.norm(v))
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def domain_stain_vectors(tiles: Sequence[Tile]) -> pd.DataFrame:
+    """One row per tile (of :func:`read_tiles`): task, domain, split, id and its H and E unit
+    OD vectors (``H_R, H_G, H_B, E_R, E_G, E_B``); tiles with too little stain are left out."""
+    rows = []
+    for tile in tiles:
+        try:
+            vectors = stain_vectors(tile.image)
+        except ValueError:
+            continue
+        row = _describe(tile.sample)
+        for stain, vector in zip("HE", vectors):
+            row.update({f"{stain}_{c}": float(x) for c, x in zip("RGB", vector)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Tile features, a 2-D embedding and how well colour alone tells the domain
+
+
+def tile_features(images: Sequence[np.ndarray], bins: int = 16) -> np.ndarray:
+    """One row per tile: normalised histograms of R, G, B over the tissue pixels, then the mean
+    and standard deviation of each HED stain density (``3 * bins + 6`` numbers)."""
+    rows = []
+    for image in images:
+        tissue = tissue_mask(image)
+        if not tissue.any():
+            tissue = np.ones(image.shape[:2], dtype=bool)
+        pixels = image[tissue]
+        histograms = [
+            np.histogram(pixels[:, i], bins=bins, range=(0, 256))[0] / len(pixels) for i in range(3)
+        ]
+        stains = hed(image)[tissue]
+        rows.append(np.concatenate([*histograms, stains.mean(axis=0), stains.std(axis=0)]))
+    return np.asarray(rows, dtype=np.float64)
+
+
+def embed(features: np.ndarray, n_components: int = 2, seed: int = 0) -> np.ndarray:
+    """Standardised features projected on their first principal components (scikit-learn PCA)."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    scaled = StandardScaler().fit_transform(features)
+    return PCA(n_components=n_components, random_state=seed).fit_transform(scaled)
+
+
+def domain_separability(
+    features: np.ndarray, labels: Sequence[str], folds: int = 5, seed: int = 0
+) -> dict:
+    """How well a linear classifier tells the domain of a tile from its features.
+
+    Stratified k-fold cross-validated accuracy of linear discriminant analysis with shrinkage
+    (Ledoit-Wolf, suited to few tiles and many features) on standardised features, beside
+    chance (the share of the largest domain). ``folds`` is capped by the smallest domain.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2:
+        raise ValueError("need at least two domains to tell apart")
+    folds = int(min(folds, counts.min()))
+    if folds < 2:
+        raise ValueError("every domain needs at least two tiles")
+    classifier = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+    model = make_pipeline(StandardScaler(), classifier)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    accuracy = cross_val_score(model, features, labels, cv=splitter)
+    return {
+        "accuracy": float(accuracy.mean()),
+        "accuracy_std": float(accuracy.std()),
+        "chance": float(counts.max() / counts.sum()),
+        "domains": len(counts),
+        "tiles": int(counts.sum()),
+        "folds": folds,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Errors of a prediction
+
+
+def error_overlay(
+    image: np.ndarray, prediction: np.ndarray, mask: np.ndarray, alpha: float = 0.55
+) -> np.ndarray:
+    """The tile with true positives, false positives and false negatives tinted
+    (:data:`ERROR_COLOURS`); true negatives stay as they are."""
+    if image.shape[:2] != prediction.shape or prediction.shape != mask.shape:
+        raise ValueError(
+            f"image {image.shape[:2]}, prediction {prediction.shape} and mask {mask.shape} "
+            "must have the same height and width"
+        )
+    pred, true = prediction.astype(bool), mask.astype(bool)
+    out = image.astype(np.float32).copy()
+    for name, where in (("tp", pred & true), ("fp", pred & ~true), ("fn", ~pred & true)):
+        colour = np.asarray(ERROR_COLOURS[name], np.float32)
+        out[where] = (1 - alpha) * out[where] + alpha * colour
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def error_counts(prediction: np.ndarray, mask: np.ndarray) -> dict:
+    """Shares of the tile's pixels that are TP, FP, FN and TN, with the predicted and true
+    tumour fractions: over-segmentation shows as FP, missed tumour as FN."""
+    pred, true = prediction.astype(bool), mask.astype(bool)
+    if pred.shape != true.shape:
+        raise ValueError(f"prediction {pred.shape} and mask {true.shape} differ in shape")
+    n = pred.size
+    return {
+        "tp": float((pred & true).sum() / n),
+        "fp": float((pred & ~true).sum() / n),
+        "fn": float((~pred & true).sum() / n),
+        "tn": float((~pred & ~true).sum() / n),
+        "predicted_fraction": float(pred.mean()),
+        "tumour_fraction": float(true.mean()),
+    }
+
+
+def all_tumour_score(tumour_fraction):
+    """COSAS score of predicting "all tumour" on a tile with this tumour fraction ``f``:
+    Dice ``2f / (1 + f)``, IoU ``f``, score their mean; 0 on a tumour-free tile."""
+    f = np.asarray(tumour_fraction, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(f > 0, (2 * f / (1 + f) + f) / 2, 0.0)
+    return float(score) if score.ndim == 0 else score
+
+
+def threshold_sweep(
+    probabilities: Sequence[np.ndarray], masks: Sequence[np.ndarray], thresholds
+) -> pd.DataFrame:
+    """Mean (over images) Dice, IoU and COSAS score when probabilities are cut at each threshold."""
+    if len(probabilities) != len(masks) or not len(masks):
+        raise ValueError("need as many masks as probability maps, and at least one")
+    rows = []
+    for threshold in thresholds:
+        scores = [image_scores(p > threshold, m) for p, m in zip(probabilities, masks)]
+        row = {"threshold": float(threshold)}
+        for key in ("dice", "iou", "score"):
+            row[key] = float(np.mean([s[key] for s in scores]))
+        row["score_std"] = float(np.std([s["score"] for s in scores]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reliability(
+    probabilities: Sequence[np.ndarray], masks: Sequence[np.ndarray], bins: int = 10
+) -> pd.DataFrame:
+    """Reliability table of pixel probabilities: per probability bin the mean predicted
+    probability (``confidence``), the observed tumour share (``frequency``), the pixel count and
+    the bin's share of all pixels. Perfect calibration: frequency == confidence in every bin."""
+    if len(probabilities) != len(masks) or not len(masks):
+        raise ValueError("need as many masks as probability maps, and at least one")
+    prob = np.concatenate([np.asarray(p, np.float64).ravel() for p in probabilities])
+    true = np.concatenate([np.asarray(m).astype(bool).ravel() for m in masks])
+    if prob.shape != true.shape:
+        raise ValueError("probability maps and masks differ in size")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)  # 1.0 falls in the last bin
+    count = np.bincount(index, minlength=bins)
+    total_prob = np.bincount(index, weights=prob, minlength=bins)
+    total_true = np.bincount(index, weights=true, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.where(count > 0, total_prob / count, np.nan)
+        frequency = np.where(count > 0, total_true / count, np.nan)
+    return pd.DataFrame(
+        {
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "confidence": confidence,
+            "frequency": frequency,
+            "count": count,
+            "share": count / count.sum(),
+        }
+    )
+
+
+def expected_calibration_error(table: pd.DataFrame) -> float:
+    """ECE of a :func:`reliability` table: the pixel-weighted mean |frequency - confidence|."""
+    used = table[table["count"] > 0]
+    return float((used["share"] * (used["frequency"] - used["confidence"]).abs()).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# Run records
+
+
+def image_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """Every per-image row of every record, with the record's task, strategy, fold and split."""
+    rows = []
+    for record in records:
+        for row in record["images"]:
+            rows.append(
+                {
+                    "task": record["task"],
+                    "strategy": record["strategy"],
+                    "fold": record["fold"],
+                    "split": record["split"],
+                    **{k: v for k, v in row.items() if k not in ("task", "split", "probability")},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def best_strategy(records: Sequence[dict], task: str, metric: str = "score") -> str:
+    """The trained strategy with the highest mean in-domain (CV) ``metric`` on ``task``: the
+    selection one can make without looking at the unseen domains. Baselines are not candidates."""
+    frame = image_frame(records)
+    if not frame.empty:
+        frame = frame[
+            (frame["task"] == task) & (frame["split"] == "cv") & ~frame["strategy"].isin(BASELINES)
+        ]
+    if frame.empty:
+        raise ValueError(f"no cross-validation records of a trained strategy for {task}")
+    means = frame.groupby("strategy")[metric].mean()
+    return str(means.idxmax())
+
+
+def read_run_records(
+    out: Path, task: str, strategies: Sequence[str], data: Path | None = None, config=None
+) -> dict[str, list[dict]]:
+    """The records of ``out/<task>-<strategy>/records.jsonl`` for each strategy that has them.
+
+    With ``data`` and ``config``, a run made on other data or with another configuration is an
+    error (its numbers would not belong beside ours), not something to reuse silently.
+    """
+    from .experiment import RECORDS_FILE, load_run
+    from .results import read_records
+
+    found = {}
+    for strategy in strategies:
+        run_dir = Path(out) / f"{task}-{strategy}"
+        if not (run_dir / RECORDS_FILE).exists():
+            continue
+        manifest, run_config = load_run(run_dir)
+        if data is not None and manifest["data"] != str(Path(data).resolve()):
+            raise ValueError(f"{run_dir} was trained on {manifest['data']}, not on {data}")
+        if config is not None and run_config != config:
+            raise ValueError(f"{run_dir} was trained with another configuration than this one")
+        found[strategy] = read_records(run_dir / RECORDS_FILE)
+    return found
+
+
+def run_images(data: Path, task: str, config, fold: int = 0) -> dict[str, list[Sample]]:
+    """The images a run's records score: ``cv`` = the in-domain validation images of
+    cross-validation fold ``fold`` (the same split as :func:`cosas_tutorial.experiment.train_run`),
+    ``test`` = the unseen domains of ``task``."""
+    from .data.cosas import discover
+    from .data.splits import kfold_by_domain
+    from .experiment import task_samples
+
+    samples = discover(data)
+    train = task_samples(samples, task, "train")
+    folds = kfold_by_domain(train, config.folds, config.seed)
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"fold must lie in 0..{len(folds) - 1}, got {fold}")
+    return {
+        "cv": [train[i] for i in folds[fold][1]],
+        "test": task_samples(samples, task, "test"),
+    }

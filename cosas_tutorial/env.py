@@ -43,7 +43,10 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it, fp16 on older GPUs (e.g. T4), None (fp32) on CPU."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Native bf16 needs compute capability 8.0 (Ampere); torch's default check also answers
+    # yes for a T4, where bf16 is only emulated and slower than fp16.
+    native = torch.cuda.get_device_capability(device)[0] >= 8
+    return torch.bfloat16 if native else torch.float16
 
 
 def git_commit(repo: Path | None = None) -> str | None:

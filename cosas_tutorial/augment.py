@@ -1,8 +1,17 @@
 """Batch augmentation on the tensor's device (GPU in training, CPU in tests).
 
-Every random draw comes from one explicit ``torch.Generator`` so that a batch is a function of
-the seed alone — on CPU and GPU, from the tensor cache or from files. Plain torch rather than
-kornia for that reason: kornia's augmentations draw from the global random state.
+Every random number comes from one explicit ``torch.Generator``, so that a batch is a function of
+the seed alone: from the tensor cache or from files, on CPU or GPU. The trainer passes a *CPU*
+generator: the few numbers a batch needs (a handful per image) are drawn on the host and sent
+to the device in one small asynchronous copy each, so the host never waits for the GPU, and a
+GPU run sees the same random stream as a CPU run. A CUDA generator works as well (the numbers
+are then drawn on the GPU).
+
+Plain torch rather than kornia: kornia's random augmentations draw from the global random
+state (one cannot hand them a generator), and they run each transform as its own pass over the
+batch. Here the whole colour jitter (brightness, contrast, saturation, hue) is one affine 3×3
+map per image, and the H&E stain jitter one affine 3×3 map per image in optical-density space,
+so a batch costs a few passes over memory, and the same code runs on CPU tensors in CI.
 """
 
 from __future__ import annotations
@@ -11,73 +20,120 @@ import math
 
 import torch
 
-from .stain import hed_to_rgb, rgb_to_hed
+from .stain import RUIFROK_HED, od_to_rgb, rgb_to_od
 
-# Luma weights (ITU-R BT.601), used for contrast and saturation.
+# Luma weights (ITU-R BT.601), used for contrast and saturation (they sum to 1).
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g, device=device)
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Send a small host tensor to ``device`` without making the host wait for the GPU.
+
+    On CUDA the tensor is first copied into pinned memory (torch's caching host allocator keeps
+    that block alive until the copy is done), so the copy is truly asynchronous.
+    """
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _rand(shape, g: torch.Generator, device) -> torch.Tensor:
+    """Uniform [0, 1) numbers from ``g`` (on ``g``'s device), delivered on ``device``."""
+    return to_device(torch.rand(shape, generator=g, device=g.device), device)
+
+
+def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return low + (high - low) * u
 
 
 def flip_rotate(images: torch.Tensor, masks: torch.Tensor, g: torch.Generator):
-    """Random horizontal flip and 90° rotation per sample, applied identically to image and mask."""
-    n, device = images.shape[0], images.device
-    flip = torch.rand(n, generator=g, device=device) < 0.5
-    quarter_turns = torch.randint(0, 4, (n,), generator=g, device=device)
-    if images.shape[-1] != images.shape[-2]:
-        quarter_turns = quarter_turns * 2  # only 0° and 180° keep a non-square crop's shape
-    out_images, out_masks = images.clone(), masks.clone()
-    for k in range(4):
-        for f in (False, True):
-            chosen = (quarter_turns % 4 == k) & (flip == f)
-            if not chosen.any() or (k == 0 and not f):
-                continue
-            x, m = images[chosen], masks[chosen]
-            if f:
-                x, m = x.flip(-1), m.flip(-1)
-            out_images[chosen] = torch.rot90(x, k, dims=(-2, -1))
-            out_masks[chosen] = torch.rot90(m, k, dims=(-2, -1))
-    return out_images, out_masks
+    """A random element of the dihedral group (flips and 90° rotations) per sample, applied
+    identically to image and mask.
+
+    Three fair coins per sample (transpose, horizontal flip, vertical flip) give each of the 8
+    flips/rotations with probability 1/8; a non-square batch keeps its shape (no transpose: the
+    4 flips/180° turns). Applied with ``torch.where`` over the whole batch: no per-sample loop, no
+    host-device synchronisation.
+    """
+    n = images.shape[0]
+    coins = _rand((n, 3), g, images.device) < 0.5
+    square = images.shape[-1] == images.shape[-2]
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        shape = (n,) + (1,) * (x.dim() - 1)
+        if square:
+            x = torch.where(coins[:, 0].view(shape), x.transpose(-1, -2), x)
+        x = torch.where(coins[:, 1].view(shape), x.flip(-1), x)
+        return torch.where(coins[:, 2].view(shape), x.flip(-2), x)
+
+    return apply(images), apply(masks)
 
 
-def colour_jitter(images: torch.Tensor, g: torch.Generator, strength: float = 0.1):
-    """Brightness, contrast, saturation and hue jitter of images in [0, 1]."""
-    n, device = images.shape[0], images.device
-    view = (n, 1, 1, 1)
-    luma = _LUMA.to(device, images.dtype).view(1, 3, 1, 1)
-    x = images * _uniform(n, 1 - strength, 1 + strength, g, device).view(view)
-    grey = (x * luma).sum(1, keepdim=True)
-    mean = grey.mean((2, 3), keepdim=True)
-    x = mean + (x - mean) * _uniform(n, 1 - strength, 1 + strength, g, device).view(view)
-    grey = (x * luma).sum(1, keepdim=True)
-    x = grey + (x - grey) * _uniform(n, 1 - strength, 1 + strength, g, device).view(view)
-    return hue_rotate(x, _uniform(n, -strength * math.pi / 2, strength * math.pi / 2, g, device))
+def _hue_matrices(angles: torch.Tensor) -> torch.Tensor:
+    """(n, 3, 3) rotations by ``angles`` about the grey axis of RGB space (Rodrigues' formula)."""
+    a = 1 / math.sqrt(3)
+    cross = torch.tensor([[0, -a, a], [a, 0, -a], [-a, a, 0]], dtype=angles.dtype)
+    outer = torch.full((3, 3), 1 / 3, dtype=angles.dtype)
+    eye = torch.eye(3, dtype=angles.dtype)
+    cross, outer, eye = (m.to(angles.device) for m in (cross, outer, eye))
+    cos, sin = angles.cos().view(-1, 1, 1), angles.sin().view(-1, 1, 1)
+    return cos * eye + sin * cross + (1 - cos) * outer
 
 
 def hue_rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate hue by ``angles`` (radians, one per image) about the grey axis of RGB space."""
-    axis = torch.full((3,), 1 / math.sqrt(3), device=images.device, dtype=images.dtype)
-    cos, sin = angles.cos().view(-1, 1, 1), angles.sin().view(-1, 1, 1)
-    cross = torch.tensor(
-        [[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]],
-        device=images.device,
-        dtype=images.dtype,
-    )
-    outer = torch.outer(axis, axis)
-    eye = torch.eye(3, device=images.device, dtype=images.dtype)
-    rotation = cos * eye + sin * cross + (1 - cos) * outer  # Rodrigues' formula, (n, 3, 3)
+    rotation = to_device(_hue_matrices(angles), images.device).to(images.dtype)
     return torch.einsum("nij,njhw->nihw", rotation, images).clamp(0, 1)
 
 
+def colour_jitter(images: torch.Tensor, g: torch.Generator, strength: float = 0.1):
+    """Brightness, contrast, saturation and hue jitter of images in [0, 1].
+
+    In sequence: brightness ``x·b``; contrast about the image's mean grey ``m + (x − m)·c``;
+    saturation about each pixel's grey ``y + (x − y)·s``; hue rotation by ``h`` about the grey
+    axis; then clipping to [0, 1]. Every step is linear in RGB (or affine), so the chain is
+    computed as one map ``A·x + t`` per image: a single pass over the batch.
+    """
+    n = images.shape[0]
+    u = torch.rand((n, 4), generator=g, device=g.device)
+    b, c, s = (_between(u[:, i], 1 - strength, 1 + strength) for i in range(3))
+    h = _between(u[:, 3], -strength * math.pi / 2, strength * math.pi / 2)
+    luma = _LUMA.to(u.device, u.dtype)
+    eye = torch.eye(3, dtype=u.dtype, device=u.device)
+    saturation = s.view(-1, 1, 1) * eye + (1 - s).view(-1, 1, 1) * luma.expand(3, 3)
+    linear = _hue_matrices(h) @ saturation * (b * c).view(-1, 1, 1)  # (n, 3, 3)
+    # The offset: (1 − c)·b·mean grey, on every channel (grey stays grey under S and the hue
+    # rotation because the luma weights sum to 1).
+    offset_scale = (1 - c) * b
+    linear, offset_scale = (to_device(t, images.device) for t in (linear, offset_scale))
+    mean_grey = torch.einsum("c,nchw->n", _LUMA.to(images.device, images.dtype), images)
+    mean_grey = mean_grey / (images.shape[-1] * images.shape[-2])
+    offset = (offset_scale * mean_grey).view(n, 1, 1, 1)
+    return (torch.einsum("nij,njhw->nihw", linear, images) + offset).clamp_(0, 1)
+
+
 def hed_jitter(images: torch.Tensor, g: torch.Generator, sigma: float = 0.05):
-    """H&E stain jitter: scale and shift each stain's concentration (Tellez et al. 2018)."""
-    n, device = images.shape[0], images.device
-    hed = rgb_to_hed(images)
-    scale = _uniform(n * 3, 1 - sigma, 1 + sigma, g, device).view(n, 3, 1, 1)
-    shift = _uniform(n * 3, -sigma, sigma, g, device).view(n, 3, 1, 1)
-    return hed_to_rgb(hed * scale + shift)
+    """H&E stain jitter in optical-density space (Tellez et al. 2018).
+
+    The optical density is unmixed into haematoxylin, eosin and DAB concentrations (Ruifrok &
+    Johnston's stain vectors), each concentration is scaled by a factor in 1 ± sigma and shifted
+    by ±sigma, and the result is mixed back. Unmix, scale and mix are one 3×3 map per image:
+    ``od' = od·U·diag(scale)·M + shift·M``.
+    """
+    n = images.shape[0]
+    u = torch.rand((n, 6), generator=g, device=g.device)
+    scale = _between(u[:, :3], 1 - sigma, 1 + sigma)
+    shift = _between(u[:, 3:], -sigma, sigma)
+    stains = RUIFROK_HED.to(u.device, u.dtype)  # rows H, E, D in OD space
+    unmix = torch.linalg.inv(stains)
+    linear = unmix @ (scale.view(n, 3, 1) * stains)  # (n, 3 od in, 3 od out)
+    offset = shift @ stains  # (n, 3)
+    linear, offset = (to_device(t, images.device) for t in (linear, offset))
+    od = torch.einsum("nihw,nio->nohw", rgb_to_od(images), linear) + offset.view(n, 3, 1, 1)
+    return od_to_rgb(od)
 
 
 def hsv_jitter(images: torch.Tensor, g: torch.Generator, strength: float = 0.15):

@@ -1,0 +1,123 @@
+"""The tile cache and batch cutting: same batches as from files, glass padding, memory estimate."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cosas_tutorial.data.tiles as tiles_module
+from cosas_tutorial.augment import augment_batch, flip_rotate
+from cosas_tutorial.data.cosas import discover
+from cosas_tutorial.data.layout import Sample
+from cosas_tutorial.data.tiles import FileTiles, TileCache, estimate_bytes, sample_batch
+
+
+def generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def write_tile(folder, name, image, mask) -> Sample:
+    (folder / "image").mkdir(parents=True, exist_ok=True)
+    (folder / "mask").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / "image" / f"{name}.png")
+    Image.fromarray(mask).save(folder / "mask" / f"{name}.png")
+    return Sample(
+        folder / "image" / f"{name}.png", folder / "mask" / f"{name}.png", "task1", "x", "train"
+    )
+
+
+@pytest.fixture
+def mixed_samples(make_cosas_tree):
+    """Tiles of three sizes, square and not, some smaller than a training window."""
+    root = make_cosas_tree({"task1": {"colorectum": 2, "pancreas": 1}}, size=(96, 80))
+    make_cosas_tree({"task1": {"stomach": 2}}, size=(40, 130), root=root)
+    make_cosas_tree({"task2": {"kfbio-400": 1}}, size=(30, 20), root=root)
+    return discover(root)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.75])
+def test_cached_batches_equal_batches_from_files(mixed_samples, scale):
+    cache = TileCache(mixed_samples, scale, workers=2)
+    files = FileTiles(mixed_samples, scale)
+    g_cache, g_files = generator(7), generator(7)
+    for _ in range(3):  # the generators advance identically batch after batch
+        a = augment_batch(*sample_batch(cache, 6, 64, g_cache, "cpu"), g_cache, "hed")
+        b = augment_batch(*sample_batch(files, 6, 64, g_files, "cpu"), g_files, "hed")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (6, 3, 64, 64) and a[1].shape == (6, 1, 64, 64)
+    c = sample_batch(cache, 6, 64, generator(8), "cpu")[0]
+    assert not torch.equal(sample_batch(cache, 6, 64, generator(7), "cpu")[0], c)
+
+
+def test_windows_larger_than_the_tile_are_white_glass_with_mask_zero(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 200, (20, 28, 3), dtype=np.uint8)  # never white
+    tile = write_tile(tmp_path, "small", image, np.full((20, 28), 255, np.uint8))
+    images, masks = sample_batch(TileCache([tile]), 4, 64, generator(), "cpu", (1.0, 1.0))
+    expected = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    for img, mask in zip(images, masks):  # the tile sits at the top left, glass elsewhere
+        assert torch.equal(img[:, :20, :28], expected)
+        assert torch.all(img[:, 20:] == 1) and torch.all(img[:, :, 28:] == 1)
+        assert torch.all(mask[:, :20, :28] == 1)
+        assert mask.sum() == 20 * 28
+
+
+def test_cut_and_augmented_batches_keep_image_and_mask_aligned(tmp_path):
+    # the mask is drawn from the image (bright blocks = tumour): any shift, flip or rotation
+    # applied to one and not the other shows as a mismatch
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 2, (12, 9), dtype=np.uint8)
+    pattern = np.kron(blocks, np.ones((16, 16), np.uint8))  # 192 × 144
+    image = np.stack([pattern * 200 + 30, pattern * 50 + 60, np.full_like(pattern, 90)], -1)
+    tile = write_tile(tmp_path, "blocks", image.astype(np.uint8), pattern * 255)
+    cache = TileCache([tile])
+    images, masks = sample_batch(cache, 16, 64, generator(3), "cpu", (1.0, 1.0))
+    images, masks = flip_rotate(images, masks, generator(4))
+    assert torch.equal(masks, (images[:, :1] > 0.5).float())
+    # scaled crops: bilinear image, nearest mask, so only block edges may disagree
+    images, masks = sample_batch(cache, 16, 64, generator(5), "cpu")
+    images, masks = augment_batch(images, masks, generator(6), "hed")
+    agreement = (masks == (images[:, :1] > images[:, 2:3]).float()).float().mean()
+    assert agreement > 0.95
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_estimate_matches_the_bytes_of_the_cached_tensors(mixed_samples, scale):
+    cache = TileCache(mixed_samples, scale)
+    assert estimate_bytes(mixed_samples, scale) == cache.nbytes == cache.tensor_bytes()
+    assert all(img.dtype == torch.uint8 and img.shape[0] == 3 for img in cache.images)
+    assert all(m.dtype == torch.uint8 and set(m.unique().tolist()) <= {0, 1} for m in cache.masks)
+
+
+def test_the_estimate_is_printed_before_any_tile_is_decoded(mixed_samples, monkeypatch, capsys):
+    real = tiles_module._to_tensors
+
+    def noisy(*args):
+        print("decoded a tile")
+        return real(*args)
+
+    monkeypatch.setattr(tiles_module, "_to_tensors", noisy)
+    TileCache(mixed_samples, workers=1)  # small and not asked: silent
+    assert "tile cache" not in capsys.readouterr().out
+    TileCache(mixed_samples, progress=True, workers=1)
+    out = capsys.readouterr().out
+    assert out.index("tile cache: 6 tiles") < out.index("decoded a tile")
+    monkeypatch.setattr(tiles_module, "ANNOUNCE_BYTES", 1)  # big caches always announce
+    TileCache(mixed_samples, workers=1)
+    assert capsys.readouterr().out.startswith("tile cache: 6 tiles")
+
+
+def test_transforms_run_in_the_calling_thread_and_match_the_plain_path(mixed_samples):
+    threads = set()
+
+    def invert(image):  # stands in for stain normalisation, which keeps a count of fallbacks
+        threads.add(threading.get_ident())
+        return 255 - image
+
+    cache = TileCache(mixed_samples, transform=invert, workers=3)
+    assert threads == {threading.get_ident()}
+    files = FileTiles(mixed_samples, transform=invert)
+    for i in range(len(mixed_samples)):
+        assert all(torch.equal(a, b) for a, b in zip(cache.tile(i), files.tile(i)))

@@ -15,6 +15,8 @@ from .config import RunConfig
 from .data.tiles import FileTiles, sample_batch
 from .env import autocast_dtype
 
+LOSS_EVERY = 10  # the progress bar shows the loss of every 10th step (reading it waits for the GPU)
+
 
 def cyclic_cosine(total_steps: int, cycles: int = 1):
     """LR factor per step: ``cycles`` cosine half-waves, each annealed from 1 to 0."""
@@ -26,13 +28,69 @@ def cyclic_cosine(total_steps: int, cycles: int = 1):
     return factor
 
 
-def epoch_generator(seed: int, stage: str, epoch: int, device: torch.device) -> torch.Generator:
+def epoch_generator(seed: int, stage: str, epoch: int, device="cpu") -> torch.Generator:
     """The random stream of one epoch: a function of (seed, stage, epoch) alone, so a resumed
     run draws exactly the batches an uninterrupted one would."""
     stage_code = sum(ord(c) * 31**i for i, c in enumerate(stage)) % 100_003
     g = torch.Generator(device=device)
     g.manual_seed(seed * 1_000_003 + stage_code * 1_009 + epoch)
     return g
+
+
+class TrainStep:
+    """One optimisation step (Adam, BCE with logits, cyclic cosine schedule, mixed precision).
+
+    Shared by :func:`fit` and ``benchmarks/train_throughput.py``, so that the benchmark's
+    model-only ceiling steps exactly the code the trainer steps. On CUDA: bf16 autocast, or
+    fp16 with a gradient scaler where bf16 is missing (e.g. a T4); channels_last; optionally
+    ``torch.compile``. On the CPU: fp32, no compilation. A step returns the loss as a tensor
+    and never waits for the GPU (with bf16; fp16's scaler checks for overflow on the host).
+    """
+
+    def __init__(self, model: nn.Module, config: RunConfig, device: torch.device, total_steps: int):
+        self.model, self.device = model, torch.device(device)
+        cuda = self.device.type == "cuda"
+        model.to(self.device)
+        self.channels_last = cuda and config.channels_last
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimiser, cyclic_cosine(total_steps, config.lr_cycles)
+        )
+        self.amp_dtype = autocast_dtype(self.device) if config.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.forward = torch.compile(model) if config.compile and cuda else model
+
+    @property
+    def precision(self) -> str:
+        return str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        enabled = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled):
+            loss = self.loss_fn(self.forward(images).float(), masks)
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict:
+        return {
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
 
 
 def fit(
@@ -49,33 +107,26 @@ def fit(
 
     With ``checkpoint`` set, the state is saved after each epoch; with ``resume`` an existing
     checkpoint is loaded and training continues after its last finished epoch.
+
+    Batches are cut and augmented on ``device`` with random numbers from a CPU generator per
+    epoch (the same stream on CPU and GPU). Losses stay on the device until the epoch ends; the
+    progress bar reads one every ``LOSS_EVERY`` steps. So the host queues work ahead of the GPU
+    and never waits for it inside an epoch (with bf16 or fp32).
     """
-    model.to(device)
-    if device.type == "cuda" and config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    total_steps = config.epochs * config.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, cyclic_cosine(total_steps, config.lr_cycles)
-    )
-    amp_dtype = autocast_dtype(device) if config.amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = nn.BCEWithLogitsLoss()
-    step_fn = torch.compile(model) if config.compile and device.type == "cuda" else model
+    device = torch.device(device)
+    step = TrainStep(model, config, device, config.epochs * config.steps_per_epoch)
 
     history: list[dict] = []
     start_epoch = 0
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        step.load_state_dict(state)
         history, start_epoch = state["history"], state["epoch"]
 
     model.train()
     for epoch in range(start_epoch, config.epochs):
-        g = epoch_generator(config.seed, stage, epoch, device)
+        g = epoch_generator(config.seed, stage, epoch, torch.device("cpu"))
         torch.manual_seed(config.seed * 7919 + epoch)  # stochastic depth inside the encoder
         losses, started = [], time.perf_counter()
         bar = tqdm(
@@ -84,29 +135,22 @@ def fit(
             leave=False,
             desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
         )
-        for _ in bar:
+        for i in bar:
             images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
             if config.augment:
                 images, masks = augment_batch(images, masks, g, config.stain_aug)
-            if device.type == "cuda" and config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(step_fn(images).float(), masks)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            losses.append(step(images, masks))
+            if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+        mean_loss = torch.stack(losses).double().mean().item()  # waits for the epoch's steps
         history.append(
             {
                 "stage": stage,
                 "epoch": epoch + 1,
-                "loss": sum(losses) / len(losses),
-                "lr_end": scheduler.get_last_lr()[0],
+                "loss": mean_loss,
+                "lr_end": step.scheduler.get_last_lr()[0],
                 "seconds": time.perf_counter() - started,
-                "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+                "amp": step.precision,
             }
         )
         if checkpoint is not None:
@@ -115,9 +159,7 @@ def fit(
             torch.save(
                 {
                     "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
+                    **step.state_dict(),
                     "history": history,
                     "epoch": epoch + 1,
                 },

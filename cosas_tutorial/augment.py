@@ -105,13 +105,11 @@ def colour_jitter(images: torch.Tensor, g: torch.Generator, strength: float = 0.
     eye = torch.eye(3, dtype=u.dtype, device=u.device)
     saturation = s.view(-1, 1, 1) * eye + (1 - s).view(-1, 1, 1) * luma.expand(3, 3)
     linear = _hue_matrices(h) @ saturation * (b * c).view(-1, 1, 1)  # (n, 3, 3)
-    # The offset: (1 − c)·b·mean grey, on every channel (grey stays grey under S and the hue
-    # rotation because the luma weights sum to 1).
-    offset_scale = (1 - c) * b
-    linear, offset_scale = (to_device(t, images.device) for t in (linear, offset_scale))
-    mean_grey = torch.einsum("c,nchw->n", _LUMA.to(images.device, images.dtype), images)
-    mean_grey = mean_grey / (images.shape[-1] * images.shape[-2])
-    offset = (offset_scale * mean_grey).view(n, 1, 1, 1)
+    # The offset: (1 − c)·b·(mean grey of x), on every channel (grey stays grey under S and the
+    # hue rotation because the luma weights sum to 1); mean grey = luma · mean RGB.
+    offset_weights = ((1 - c) * b).view(-1, 1) * luma  # (n, 3)
+    linear, offset_weights = (to_device(t, images.device) for t in (linear, offset_weights))
+    offset = (images.mean((2, 3)) * offset_weights).sum(1).view(n, 1, 1, 1)
     return (torch.einsum("nij,njhw->nihw", linear, images) + offset).clamp_(0, 1)
 
 

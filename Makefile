@@ -9,7 +9,7 @@ export MPLBACKEND := Agg
 DEMO_DATA := data/synthetic
 DEMO_OUT := runs/demo
 
-.PHONY: install demo test clean-demo lint links
+.PHONY: install demo test clean-demo lint links bench
 
 install: $(VENV)/.installed
 
@@ -39,3 +39,9 @@ links: install
 
 test: install lint
 	$(BIN)/python -m pytest -q
+
+# Training throughput and prediction time on the current device (CUDA if present, else the CPU
+# at small sizes); e.g. `make bench BENCH_ARGS="--compile --json runs/bench.json"`.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py $(BENCH_ARGS)

@@ -121,3 +121,24 @@ def test_transforms_run_in_the_calling_thread_and_match_the_plain_path(mixed_sam
     files = FileTiles(mixed_samples, transform=invert)
     for i in range(len(mixed_samples)):
         assert all(torch.equal(a, b) for a, b in zip(cache.tile(i), files.tile(i)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cutting_and_augmenting_a_batch_on_the_gpu_never_waits_for_it(mixed_samples):
+    device = torch.device("cuda")
+    cache = TileCache(mixed_samples, device=device)
+    assert cache.device.type == "cuda"
+    g = generator()
+    augment_batch(*sample_batch(cache, 8, 64, g, device), g, "hed")  # first-call allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        for _ in range(3):
+            images, masks = augment_batch(*sample_batch(cache, 8, 64, g, device), g, "hed")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    cpu = TileCache(mixed_samples)
+    g_cpu = generator()
+    for _ in range(4):  # the same random stream as on the CPU: the same crops and flips
+        cpu_masks = augment_batch(*sample_batch(cpu, 8, 64, g_cpu, "cpu"), g_cpu, "hed")[1]
+    assert (masks.cpu() == cpu_masks).float().mean() > 0.99  # up to rounding in resizing

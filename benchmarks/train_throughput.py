@@ -1,0 +1,421 @@
+"""Training throughput: the model-only ceiling, the cosas trainer, a DataLoader baseline.
+
+    python benchmarks/train_throughput.py [--device cuda] [--encoder mit_b2] [--crop 512]
+        [--batch 16] [--tile 1500] [--tiles 32] [--steps N] [--compile] [--tiny] [--json PATH]
+
+Measures in one run, on one device, images per second of:
+
+1. the model-only ceiling: the trainer's own step (model, Adam, BCE, autocast, channels_last)
+   on random tensors already on the device;
+2. the cosas trainer end to end: synthetic tiles of COSAS size as PNG files on disk → uint8
+   tensor cache on the device → crops and augmentation on the device → the same step
+   (``cosas_tutorial.train.fit``, second epoch; the first is the warm-up);
+3. a conventional baseline: a torch DataLoader (``--workers``, 2 by default, like Colab's two
+   cores) whose workers decode each PNG with OpenCV and augment it with albumentations on the
+   CPU, uint8 batches sent to the device, then the same step;
+
+and prints the ratios 2/1 (how close the trainer gets to the model's own speed) and 2/3 (its
+speed-up over the baseline). It also times sliding-window prediction of one tile
+(``cosas_tutorial.evaluate.predict_tile``, window = crop, no TTA, autocast on a GPU): the mean
+of a few runs after a warm-up, each ending with the probability map on the host.
+
+Both augmentation paths do the same things: a random square crop of ``crop / s`` pixels
+(s in 0.8–1.25) resized to ``crop``, a random flip/90° rotation, brightness/contrast/saturation/
+hue jitter and H&E stain jitter.
+
+Synthetic tiles: ``synthesize`` at a quarter of ``--tile`` (it takes seconds per tile at 1500²),
+upscaled (bicubic) with ±4 grey levels of pixel noise so that the PNGs compress about like real
+H&E tiles (≈3.8 MB at 1500²). Defaults depend on the device: on CUDA the issue's setting (mit_b2,
+512² crops, batch 16, 1500² tiles); on the CPU small sizes; ``--tiny`` runs in well under a
+minute on two cores (the smoke test). Nothing here needs the internet.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cosas_tutorial.augment import augment_batch  # noqa: E402
+from cosas_tutorial.config import RunConfig  # noqa: E402
+from cosas_tutorial.data.cosas import read_image  # noqa: E402
+from cosas_tutorial.data.layout import Sample  # noqa: E402
+from cosas_tutorial.data.synthetic import synthesize  # noqa: E402
+from cosas_tutorial.data.tiles import TileCache, sample_batch  # noqa: E402
+from cosas_tutorial.env import autocast_dtype, pick_device  # noqa: E402
+from cosas_tutorial.evaluate import predict_tile, window_grid  # noqa: E402
+from cosas_tutorial.model import build_model  # noqa: E402
+from cosas_tutorial.train import TrainStep, fit  # noqa: E402
+
+CEILING = "model-only ceiling"
+TRAINER = "cosas trainer (cache + device augmentation)"
+SCALE_RANGE = (0.8, 1.25)  # as cosas_tutorial.data.tiles.sample_batch
+
+DEFAULTS = {  # device type -> settings; --tiny overrides both
+    "cuda": dict(encoder="mit_b2", crop=512, batch=16, tile=1500, tiles=32, steps=30, warmup=5),
+    "cpu": dict(encoder="mit_b0", crop=128, batch=8, tile=1500, tiles=8, steps=4, warmup=1),
+    "tiny": dict(encoder="mit_b0", crop=64, batch=4, tile=160, tiles=4, steps=2, warmup=1),
+}
+
+
+def baseline_label(workers: int) -> str:
+    return f"DataLoader + albumentations (num_workers={workers})"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--encoder", help="mit_b0 … mit_b5")
+    parser.add_argument("--crop", type=int, help="training crop and prediction window")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--tile", type=int, help="synthetic tile side (COSAS: 1500)")
+    parser.add_argument("--tiles", type=int, help="number of synthetic tiles")
+    parser.add_argument("--steps", type=int, help="timed steps per path")
+    parser.add_argument("--warmup", type=int, help="untimed steps before each timing")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (baseline)")
+    parser.add_argument("--predict-runs", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA as well")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU smoke test")
+    parser.add_argument("--data", type=Path, help="folder for the tiles (default: temporary)")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+    args.device = pick_device(args.device)
+    defaults = DEFAULTS["tiny" if args.tiny else args.device.type]
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.tiny:
+        args.predict_runs = min(args.predict_runs, 2)
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic tiles on disk
+
+
+def write_tiles(folder: Path, count: int, side: int) -> list[Sample]:
+    """``count`` synthetic COSAS-like tiles of side×side pixels as PNG pairs in ``folder``."""
+    domains = ("colorectum", "pancreas", "stomach")
+    base = side if side <= 384 else max(64, round(side / 4))
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(count):
+        domain = domains[index % len(domains)]
+        image_path = folder / domain / "image" / f"{index:04d}.png"
+        mask_path = folder / domain / "mask" / f"{index:04d}.png"
+        if not (image_path.exists() and mask_path.exists()):
+            image, mask = synthesize("task1", domain, index, size=base)
+            if base != side:
+                image = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+                noise = rng.integers(-4, 5, image.shape, dtype=np.int16)
+                image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+                mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_NEAREST)
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(image_path), image[..., ::-1])  # OpenCV writes BGR
+            cv2.imwrite(str(mask_path), mask)
+        samples.append(Sample(image_path, mask_path, "task1", domain, "train"))
+    return samples
+
+
+# --------------------------------------------------------------------------------------------
+# The three paths
+
+
+def run_ceiling(model, config, device, steps: int, warmup: int) -> float:
+    step = TrainStep(model, config, device, total_steps=steps + warmup)
+    g = torch.Generator(device=device).manual_seed(0)
+    shape = (config.batch_size, 3, config.crop_size, config.crop_size)
+    images = torch.rand(shape, generator=g, device=device)
+    masks = (torch.rand(shape[0], 1, *shape[2:], generator=g, device=device) > 0.5).float()
+    model.train()
+    for _ in range(warmup):
+        step(images, masks)
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(images, masks)
+    sync(device)
+    return steps * config.batch_size / (time.perf_counter() - started)
+
+
+def run_trainer(model, samples, config, device) -> tuple[float, dict]:
+    started = time.perf_counter()
+    cache = TileCache(samples, 1.0, device=device, progress=False)
+    cache_info = {
+        "tiles": len(cache),
+        "mib": cache.nbytes / 2**20,
+        "where": "pinned host memory" if cache.pinned else str(cache.device),
+        "fill_seconds": time.perf_counter() - started,
+    }
+    history = fit(model, cache, config.replace(epochs=2), device, progress=False)
+    seconds = history[-1]["seconds"]  # the second epoch; the first was the warm-up
+    if device.type == "cuda":
+        cache_info["syncs_per_step"] = count_syncs(model, cache, config, device)
+    return config.steps_per_epoch * config.batch_size / seconds, cache_info
+
+
+def count_syncs(model, cache, config, device) -> dict:
+    """Host-device synchronisations of one batch (cut + augmented) and of one training step,
+    as torch's sync debug mode reports them (CUDA only)."""
+    step = TrainStep(model, config, device, total_steps=4)
+    g = torch.Generator().manual_seed(1)
+
+    def batch():
+        images, masks = sample_batch(cache, config.batch_size, config.crop_size, g, device)
+        return augment_batch(images, masks, g, config.stain_aug)
+
+    step(*batch())  # first-call allocations
+    torch.cuda.synchronize(device)
+    counts = {}
+    for name, work in (("data", batch), ("data + step", lambda: step(*batch()))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                work()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts[name] = sum("synchroniz" in str(w.message) for w in caught)
+    torch.cuda.synchronize(device)
+    return counts
+
+
+class AlbumentationsTiles(torch.utils.data.Dataset):
+    """The conventional path: decode a PNG pair, augment it on the CPU, return uint8 tensors."""
+
+    def __init__(self, samples, crop: int, side: int):
+        import albumentations as A
+
+        self.samples = samples
+        smallest, largest = crop / SCALE_RANGE[1], crop / SCALE_RANGE[0]
+        area = max(side, round(largest)) ** 2
+        self.transform = A.Compose(
+            [
+                A.PadIfNeeded(
+                    round(largest), round(largest), border_mode=cv2.BORDER_CONSTANT, fill=255
+                ),
+                A.RandomResizedCrop(
+                    (crop, crop), scale=(smallest**2 / area, largest**2 / area), ratio=(1, 1)
+                ),
+                A.D4(p=1.0),
+                A.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=1.0),
+                A.HEStain(
+                    method="preset",
+                    preset="ruifrok",
+                    intensity_scale_range=(0.95, 1.05),
+                    intensity_shift_range=(-0.05, 0.05),
+                    p=1.0,
+                ),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        image = cv2.cvtColor(cv2.imread(str(sample.image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        mask = (cv2.imread(str(sample.mask), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+        out = self.transform(image=image, mask=mask)
+        return torch.from_numpy(out["image"]), torch.from_numpy(out["mask"])[None]
+
+
+def run_baseline(model, samples, config, device, steps, warmup, workers, side) -> float:
+    dataset = AlbumentationsTiles(samples, config.crop_size, side)
+    sampler = torch.utils.data.RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=(steps + warmup) * config.batch_size,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    step = TrainStep(model, config, device, total_steps=steps + warmup)
+    model.train()
+    started = None
+    for i, (images, masks) in enumerate(loader):
+        if i == warmup:
+            sync(device)
+            started = time.perf_counter()
+        images = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        step(images, masks.to(device, non_blocking=True).float())
+    sync(device)
+    return steps * config.batch_size / (time.perf_counter() - started)
+
+
+def time_prediction(model, image: np.ndarray, window: int, device, runs: int) -> dict:
+    predict_tile(model, image, window, device=device)  # warm-up
+    times = []
+    for _ in range(runs):
+        sync(device)
+        started = time.perf_counter()
+        predict_tile(model, image, window, device=device)  # returns on the host: synchronised
+        times.append(time.perf_counter() - started)
+    rows = window_grid(image.shape[0], window, 0.25)[0]
+    cols = window_grid(image.shape[1], window, 0.25)[0]
+    return {
+        "tile": list(image.shape[:2]),
+        "window": window,
+        "windows": rows * cols,
+        "tta": False,
+        "runs": runs,
+        "ms_mean": 1000 * float(np.mean(times)),
+        "ms_min": 1000 * float(np.min(times)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def report(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        f"device: {result['device']} ({result['device_name']}), torch {result['torch']}, "
+        f"{result['date']}",
+        f"setting: FPN + {s['encoder']}, {s['crop']}² crops, batch {s['batch']}, "
+        f"{s['tiles']} tiles of {s['tile']}² (PNG), {s['steps']} timed steps, "
+        f"{result['precision']}, channels_last {'on' if s['channels_last'] else 'off'}, "
+        f"compile {'on' if s['compile'] else 'off'}",
+        f"tile cache: {result['cache']['mib']:.0f} MiB in {result['cache']['where']}, "
+        f"filled in {result['cache']['fill_seconds']:.1f} s",
+    ]
+    if "syncs_per_step" in result["cache"]:
+        syncs = result["cache"]["syncs_per_step"]
+        lines.append(
+            f"host-device synchronisations: {syncs['data']} per batch cut + augmented, "
+            f"{syncs['data + step']} per batch + training step"
+        )
+    lines += [
+        "",
+        f"{'path':<52}{'images/s':>10}",
+    ]
+    for i, (name, rate) in enumerate(result["rows"].items(), start=1):
+        lines.append(f"{i} {name:<50}{rate:>10.1f}")
+    lines += [
+        "",
+        f"ratio 2/1: {result['ratios']['2/1']:.2f}",
+        f"ratio 2/3: {result['ratios']['2/3']:.2f}",
+    ]
+    p = result["predict"]
+    lines.append(
+        f"sliding-window prediction of a {p['tile'][0]}×{p['tile'][1]} tile (window {p['window']}, "
+        f"{p['windows']} windows, no TTA, {result['precision']}): {p['ms_mean']:.1f} ms "
+        f"(mean of {p['runs']} after a warm-up; best {p['ms_min']:.1f} ms)"
+    )
+    if result["device"] == "cpu":
+        lines.append(
+            f"load average at start/end: {result['load'][0]:.2f}/{result['load'][1]:.2f} "
+            "(CPU figures are noisy when other work runs)"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, folder: Path) -> dict:
+    device = args.device
+    torch.manual_seed(0)
+    load_start = os.getloadavg()[0]
+    config = RunConfig(
+        profile="benchmark",
+        encoder=args.encoder,
+        crop_size=args.crop,
+        batch_size=args.batch,
+        epochs=2,
+        steps_per_epoch=max(args.steps, args.warmup),
+        stain_aug="hed",
+        amp=not args.no_amp,
+        compile=args.compile,
+    )
+    samples = write_tiles(folder, args.tiles, args.tile)
+    model = build_model(args.encoder)
+    ceiling = run_ceiling(
+        model, config.replace(steps_per_epoch=args.steps), device, args.steps, args.warmup
+    )
+    trainer, cache = run_trainer(model, samples, config.replace(steps_per_epoch=args.steps), device)
+    baseline = run_baseline(
+        model, samples, config, device, args.steps, args.warmup, args.workers, args.tile
+    )
+    predict = time_prediction(
+        model, read_image(samples[0].image), args.crop, device, args.predict_runs
+    )
+    amp = autocast_dtype(device) if config.amp else None
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_threads": torch.get_num_threads(),
+        "load": [load_start, os.getloadavg()[0]],
+        "precision": str(amp).removeprefix("torch.") if amp else "fp32",
+        "settings": {
+            "encoder": args.encoder,
+            "crop": args.crop,
+            "batch": args.batch,
+            "tile": args.tile,
+            "tiles": args.tiles,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "workers": args.workers,
+            "channels_last": device.type == "cuda" and config.channels_last,
+            "compile": device.type == "cuda" and config.compile,
+            "tiny": args.tiny,
+        },
+        "rows": {
+            CEILING: ceiling,
+            TRAINER: trainer,
+            baseline_label(args.workers): baseline,
+        },
+        "ratios": {"2/1": trainer / ceiling, "2/3": trainer / baseline},
+        "cache": cache,
+        "predict": predict,
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.data is not None:
+        args.data.mkdir(parents=True, exist_ok=True)
+        result = run(args, args.data)
+    else:
+        with tempfile.TemporaryDirectory(prefix="cosas-bench-") as tmp:
+            result = run(args, Path(tmp))
+    print(report(result), flush=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Smoke test of the throughput benchmark: it runs at tiny size on the CPU and reports fully."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+ROWS = (
+    "model-only ceiling",
+    "cosas trainer (cache + device augmentation)",
+    "DataLoader + albumentations (num_workers=2)",
+)
+
+
+def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert list(result["rows"]) == list(ROWS)
+    assert all(rate > 0 for rate in result["rows"].values())
+    assert set(result["ratios"]) == {"2/1", "2/3"}
+    assert all(ratio > 0 for ratio in result["ratios"].values())
+    assert result["predict"]["ms_mean"] > 0 and result["predict"]["tta"] is False
+    assert result["device"] == "cpu" and result["torch"] and result["date"]
+    printed = done.stdout
+    for row in ROWS:
+        assert row in printed
+    assert "ratio 2/1:" in printed and "ratio 2/3:" in printed
+    assert "sliding-window prediction" in printed

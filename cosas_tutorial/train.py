@@ -54,7 +54,8 @@ class TrainStep:
         self.channels_last = cuda and config.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+        # fused: the whole update in a few kernels instead of several per parameter tensor
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, fused=cuda or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, cyclic_cosine(total_steps, config.lr_cycles)
         )

@@ -75,7 +75,7 @@ def window_grid(length: int, window: int, overlap: float) -> tuple[int, int, int
     windows on a regular grid that overlap by at least ``overlap`` of a window.
 
     The stride is the largest that needs no more windows than a ``window·(1 − overlap)`` stride
-    would, so the padding past ``length`` is under one window count of pixels.
+    would, so the padding past ``length`` is less than one pixel per window.
     """
     if length <= window:
         return 1, window, window

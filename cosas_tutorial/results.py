@@ -114,3 +114,141 @@ def mean_scores(records: Sequence[dict], split: str, metric: str = "score") -> p
         .agg(mean="mean", std=lambda v: v.std(ddof=0), n="size")
         .reset_index()
     )
+
+
+# Published figures, for tables that put ours beside them (never computed here).
+# Galdran 2024 (arXiv 2410.07124): per-image Dice in %, mean ± std over images (None: not given).
+PAPER_DICE = {
+    "task1": {"cv": (82.82, 23.26), "test": (76.07, None)},
+    "task2": {"cv": (86.11, 17.76), "test": (81.75, None)},  # test: the preliminary test phase
+}
+# The COSAS 2024 winner (nnU-Net): challenge score, (Dice + IoU) / 2 per image, on the test set.
+CHALLENGE_WINNER = {"task1": 0.802, "task2": 0.853}
+
+
+def _strategy_order(strategy: str) -> tuple[int, str]:
+    """Book order: the three strategies, then the trivial baselines, then anything else."""
+    known = ("standard", "union", "cross-task", *BASELINES)
+    return (known.index(strategy) if strategy in known else len(known), strategy)
+
+
+def _pooled(records: Sequence[dict], metric: str) -> dict[tuple[str, str, str], list[float]]:
+    """{(task, strategy, split): per-image values of every fold}."""
+    pooled: dict[tuple[str, str, str], list[float]] = {}
+    for record in records:
+        key = (record["task"], record["strategy"], record["split"])
+        pooled.setdefault(key, []).extend(row[metric] for row in record["images"])
+    return pooled
+
+
+def overall_scores(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
+    """One row per task × strategy × split ("cv" or "test"): mean, std and n over images, and
+    ``margin``, the mean minus the better of the two trivial baselines on the same images.
+
+    The margin is what a number means: a model that scores 0.6 where "all tumour" scores 0.55
+    has learnt little.
+    """
+    pooled = _pooled(records, metric)
+    rows = [
+        {
+            "task": task,
+            "strategy": strategy,
+            "split": split,
+            "mean": float(pd.Series(values, dtype=float).mean()),
+            "std": float(pd.Series(values, dtype=float).std(ddof=0)),
+            "n": len(values),
+        }
+        for (task, strategy, split), values in pooled.items()
+    ]
+    frame = pd.DataFrame(rows, columns=["task", "strategy", "split", "mean", "std", "n"])
+    trivial = (
+        frame[frame["strategy"].isin(BASELINES)].groupby(["task", "split"])["mean"].max()
+    ).rename("best_trivial")
+    frame = frame.join(trivial, on=["task", "split"])
+    frame["margin"] = frame["mean"] - frame["best_trivial"]
+    frame["_order"] = frame["strategy"].map(_strategy_order)
+    frame = frame.sort_values(["task", "split", "_order", "strategy"]).drop(columns="_order")
+    return frame.reset_index(drop=True)
+
+
+def paired_differences(
+    records: Sequence[dict], strategy: str, reference: str, metric: str = "score"
+) -> pd.DataFrame:
+    """Per image: ``strategy`` minus ``reference`` on the same image (task, split, domain, id).
+
+    Both strategies are scored on the same validation and held-out images (same folds, same
+    seed), so the difference of each image is a paired comparison, free of the spread between
+    images that the means carry.
+    """
+    values: dict[str, dict[tuple, float]] = {strategy: {}, reference: {}}
+    for record in records:
+        if record["strategy"] in values:
+            for row in record["images"]:
+                key = (record["task"], record["split"], row["domain"], row["id"])
+                values[record["strategy"]][key] = row[metric]
+    common = sorted(values[strategy].keys() & values[reference].keys())
+    frame = pd.DataFrame(
+        [(*key, values[reference][key], values[strategy][key]) for key in common],
+        columns=["task", "split", "domain", "id", reference, strategy],
+    )
+    frame["difference"] = frame[strategy] - frame[reference]
+    return frame
+
+
+def paper_comparison(records: Sequence[dict]) -> pd.DataFrame:
+    """Per task: the paper's published Dice and the challenge winner's score beside ours.
+
+    Rows: the published figures (labelled so), then every strategy and trivial baseline in
+    ``records``. Columns: per-image Dice in % (mean ± std) in cross-validation and on unseen
+    images, and the COSAS score on unseen images. "–" where a number does not exist.
+    """
+    dice, score = _pooled(records, "dice"), _pooled(records, "score")
+
+    def pct(values) -> str:
+        values = pd.Series(values, dtype=float) * 100
+        return f"{values.mean():.1f} ± {values.std(ddof=0):.1f}" if len(values) else "–"
+
+    rows = []
+    for task in sorted({r["task"] for r in records}):
+        (cv_mean, cv_std), (test_mean, test_std) = PAPER_DICE[task]["cv"], PAPER_DICE[task]["test"]
+        rows.append(
+            {
+                "task": task,
+                "source": "Galdran 2024 (published)",
+                "Dice % CV": f"{cv_mean:.2f} ± {cv_std:.2f}",
+                "Dice % unseen": f"{test_mean:.2f}"
+                + ("" if test_std is None else f" ± {test_std:.2f}"),
+                "score unseen": "–",
+            }
+        )
+        rows.append(
+            {
+                "task": task,
+                "source": "challenge winner, nnU-Net (published)",
+                "Dice % CV": "–",
+                "Dice % unseen": "–",
+                "score unseen": f"{CHALLENGE_WINNER[task]:.3f}",
+            }
+        )
+        strategies = sorted({s for t, s, _ in dice if t == task}, key=_strategy_order)
+        for strategy in strategies:
+            test_scores = score.get((task, strategy, "test"), [])
+            rows.append(
+                {
+                    "task": task,
+                    "source": f"ours: {strategy}",
+                    "Dice % CV": pct(dice.get((task, strategy, "cv"), [])),
+                    "Dice % unseen": pct(dice.get((task, strategy, "test"), [])),
+                    "score unseen": (
+                        fmt(
+                            pd.Series(test_scores).mean(),
+                            pd.Series(test_scores).std(ddof=0),
+                        )
+                        if test_scores
+                        else "–"
+                    ),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["task", "source", "Dice % CV", "Dice % unseen", "score unseen"]
+    )

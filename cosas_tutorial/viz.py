@@ -127,6 +127,89 @@ def _score_groups(records, task, metric) -> dict[str, dict[str, list[float]]]:
     return {k: v for k, v in groups.items() if v}
 
 
+def plot_training_curves(records: Sequence[dict], lr: bool = True) -> Figure:
+    """Training loss per epoch of every trained run: one panel per task, one line per strategy
+    and fold, coloured as in :func:`plot_strategy_scores`.
+
+    The stages of a run are drawn end to end (cross-task: pretraining, then fine-tuning) with a
+    dotted line where a stage ends. With ``lr``, the learning rate of every step is drawn on a
+    second axis (grey) for the run with the most epochs, from its configuration: the cyclic
+    cosine schedule, which each stage starts afresh and anneals towards 0. Baselines and
+    held-out evaluations have no history and are left out.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    from .train import cyclic_cosine
+
+    trained = [r for r in records if r.get("history")]
+    if not trained:
+        raise ValueError(
+            "no training history in these records (baseline and held-out records have none)"
+        )
+    tasks = sorted({r["task"] for r in trained})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        labelled = set()
+        task_records = [r for r in trained if r["task"] == task]
+        longest = max(task_records, key=lambda r: len(r["history"]))
+        for record in task_records:
+            history, strategy = record["history"], record["strategy"]
+            epochs = np.arange(1, len(history) + 1)
+            colour = STRATEGY_COLOURS.get(strategy, "#333333")
+            ax.plot(
+                epochs,
+                [h["loss"] for h in history],
+                marker="o",
+                markersize=3,
+                color=colour,
+                label=None if strategy in labelled else strategy,
+            )
+            labelled.add(strategy)
+            for i in range(1, len(history)):
+                if history[i]["stage"] != history[i - 1]["stage"]:
+                    ax.axvline(i + 0.5, color=colour, linestyle=":", linewidth=1)
+                    ax.annotate(
+                        f"{history[i - 1]['stage']} | {history[i]['stage']}",
+                        (i + 0.5, 1.0),
+                        xycoords=("data", "axes fraction"),
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        color=colour,
+                    )
+            config = record.get("config") or {}
+            if lr and record is longest and {"lr", "epochs", "steps_per_epoch"} <= config.keys():
+                xs, ys = _lr_steps(history, config, cyclic_cosine)
+                twin = ax.twinx()
+                twin.plot(xs, ys, color="#999999", linewidth=1)
+                twin.set_ylabel("learning rate", color="#999999", fontsize=8)
+                twin.tick_params(axis="y", colors="#999999", labelsize=7)
+                twin.set_ylim(0, config["lr"] * 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch (stages end to end)")
+        ax.set_ylabel("training loss (BCE)")
+        ax.set_title(task, pad=14)
+        ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def _lr_steps(history: Sequence[dict], config: dict, cyclic_cosine) -> tuple[list, list]:
+    """The learning rate of every step of a run, against epochs (epoch k spans k ± 0.5)."""
+    steps, epochs = config["steps_per_epoch"], config["epochs"]
+    factor = cyclic_cosine(epochs * steps, config.get("lr_cycles", 1))
+    xs, ys, offset = [], [], 0
+    stages = [h["stage"] for h in history]
+    for i, stage in enumerate(stages):
+        if i and stage == stages[i - 1]:
+            continue
+        for step in range(epochs * steps):
+            xs.append(offset + 0.5 + step / steps)
+            ys.append(config["lr"] * factor(step))
+        offset += epochs
+    return xs, ys
+
+
 # --- figures of the analysis chapters (domain shift, model anatomy, errors, shift dial) ----------
 
 

@@ -1,0 +1,91 @@
+"""The tables and curves that chapters 3–5 and 8 build from run records (no training here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cosas_tutorial.config import get_profile
+from cosas_tutorial.results import (
+    CHALLENGE_WINNER,
+    PAPER_DICE,
+    overall_scores,
+    paired_differences,
+    paper_comparison,
+)
+from cosas_tutorial.viz import plot_training_curves
+
+
+def record(strategy, split, scores, task="task1", history=None, domain="colorectum"):
+    images = [
+        {"id": f"tile{i}", "domain": domain, "dice": s, "iou": s, "score": s}
+        for i, s in enumerate(scores)
+    ]
+    config = get_profile("ci").to_dict()
+    return {
+        "task": task,
+        "strategy": strategy,
+        "fold": 0,
+        "split": split,
+        "config": config,
+        "history": history or [],
+        "images": images,
+    }
+
+
+@pytest.fixture
+def records():
+    return [
+        record("standard", "cv", [0.6, 0.8]),
+        record("union", "cv", [0.7, 0.5]),
+        record("all-tumour", "cv", [0.5, 0.4]),
+        record("all-background", "cv", [0.0, 1.0]),
+        record("standard", "test", [0.2], domain="duodenum"),
+        record("all-tumour", "test", [0.3], domain="duodenum"),
+        record("all-background", "test", [0.0], domain="duodenum"),
+    ]
+
+
+def test_overall_scores_margin_is_over_the_better_trivial_predictor(records):
+    table = overall_scores(records).set_index(["split", "strategy"])
+    assert table.loc[("cv", "standard"), "mean"] == pytest.approx(0.7)
+    # in CV, all-background (mean 0.5) beats all-tumour (0.45)
+    assert table.loc[("cv", "standard"), "best_trivial"] == pytest.approx(0.5)
+    assert table.loc[("cv", "standard"), "margin"] == pytest.approx(0.2)
+    assert table.loc[("test", "standard"), "margin"] == pytest.approx(-0.1)
+    assert list(table.loc["cv"].index) == ["standard", "union", "all-tumour", "all-background"]
+
+
+def test_paired_differences_pair_the_same_images(records):
+    paired = paired_differences(records, "union", "standard")
+    assert list(paired["id"]) == ["tile0", "tile1"]  # the test image has no union score
+    assert paired["difference"].tolist() == pytest.approx([0.1, -0.3])
+
+
+def test_paper_comparison_labels_published_rows_and_adds_ours(records):
+    table = paper_comparison(records)
+    published = table[table["source"].str.contains("published")]
+    assert len(published) == 2
+    cv_mean, cv_std = PAPER_DICE["task1"]["cv"]
+    assert f"{cv_mean:.2f} ± {cv_std:.2f}" in published["Dice % CV"].tolist()
+    assert f"{CHALLENGE_WINNER['task1']:.3f}" in published["score unseen"].tolist()
+    ours = table.set_index("source")
+    assert ours.loc["ours: standard", "Dice % CV"] == "70.0 ± 10.0"
+    assert ours.loc["ours: union", "Dice % unseen"] == "–"
+    assert ours.loc["ours: standard", "score unseen"] == "0.200 ± 0.000"
+
+
+def test_training_curves_draw_every_stage():
+    history = [
+        {"stage": stage, "epoch": e, "loss": 1.0 / e, "lr_end": 0.0}
+        for stage in ("pretrain", "finetune")
+        for e in (1, 2)
+    ]
+    fig = plot_training_curves(
+        [record("cross-task", "cv", [0.5], history=history), record("all-tumour", "cv", [0.4])]
+    )
+    loss_axis = fig.axes[0]
+    assert len(loss_axis.lines[0].get_xdata()) == 4  # both stages, end to end
+    assert any(line.get_linestyle() == ":" for line in loss_axis.lines)  # the stage boundary
+    assert len(fig.axes) == 2  # the learning-rate axis
+    with pytest.raises(ValueError, match="no training history"):
+        plot_training_curves([record("all-tumour", "cv", [0.4])])

@@ -1,13 +1,15 @@
 """Runs: train a strategy on a task over cross-validation folds, evaluate it, run the grid.
 
 A run folder holds ``run.json`` (what was run), ``fold<k>/<stage>.ckpt`` (resumable
-checkpoints), ``fold<k>/model.pt`` (final weights) and ``records.jsonl`` (scores).
+checkpoints), ``fold<k>/model.pt`` (final weights), ``fold<k>/stain_norm.json`` (the stain
+normaliser's reference, with ``stain_norm="macenko"``) and ``records.jsonl`` (scores).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from .env import git_commit, pick_device, seed_everything
 from .evaluate import baseline_rows, evaluate_samples, per_domain
 from .model import build_model
 from .results import BASELINES, append_records, read_records
+from .stain import load_normaliser, normaliser_for
 from .strategies import STRATEGIES, get_strategy, other_task
 
 RUN_FILE, RECORDS_FILE = "run.json", "records.jsonl"
@@ -123,8 +126,10 @@ def train_run(
         seed_everything(config.seed + fold)
         model = build_model(config.encoder, config.encoder_weights)
         history = []
-        for stage in chosen.stages([train[i] for i in train_idx], other):
-            tiles = TileCache(stage.samples, config.tile_scale, device=device)
+        fold_train = [train[i] for i in train_idx]
+        normaliser = fold_normaliser(config, fold_train, fold_dir)
+        for stage in chosen.stages(fold_train, other):
+            tiles = TileCache(stage.samples, config.tile_scale, transform=normaliser, device=device)
             history += fit_stage(
                 model, tiles, config, device, fold_dir, stage.name, resume, progress
             )
@@ -137,11 +142,30 @@ def train_run(
             config.tile_scale,
             config.threshold,
             config.tta,
+            transform=normaliser,
             device=device,
         )
         records.append(_record(config, task, strategy, fold, "cv", rows, data, history))
     append_records(run_dir / RECORDS_FILE, records)
     return records
+
+
+def fold_normaliser(config: RunConfig, fold_train: Sequence[Sample], fold_dir: Path):
+    """The fold's stain normaliser (``config.stain_norm``), saved in ``fold_dir`` so that
+    :func:`evaluate_run` applies the same one; ``None`` without stain normalisation.
+
+    The reference tile is chosen among this task's training tiles of the fold (the same for
+    every strategy), see :func:`cosas_tutorial.stain.normaliser_for`.
+    """
+    if config.stain_norm == "none":
+        return None
+    saved = load_normaliser(fold_dir)  # a resumed run keeps its reference
+    if saved is not None:
+        return saved
+    normaliser = normaliser_for(config, fold_train)
+    if normaliser is not None:
+        normaliser.save(fold_dir)
+    return normaliser
 
 
 def fit_stage(model, tiles, config, device, fold_dir, stage, resume, progress):
@@ -186,6 +210,13 @@ def evaluate_run(
         model = build_model(config.encoder, None)
         model.load_state_dict(torch.load(model_file, map_location="cpu"))
         model.to(device)
+        normaliser = load_normaliser(model_file.parent)
+        if config.stain_norm != "none" and normaliser is None:
+            warnings.warn(
+                f"{model_file.parent}: run trained with stain_norm={config.stain_norm!r} but "
+                "no stain normaliser saved (no tile with tissue?); evaluating without it",
+                stacklevel=2,
+            )
         rows = evaluate_samples(
             model,
             test,
@@ -193,6 +224,7 @@ def evaluate_run(
             config.tile_scale,
             config.threshold,
             config.tta,
+            transform=normaliser,
             device=device,
         )
         fold = int(model_file.parent.name.removeprefix("fold"))

@@ -16,7 +16,14 @@ ROWS = (
 
 def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "bench.json"
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # one intra-op thread: on a busy two-core machine OpenMP threads waiting for each other
+    # made this run 7× slower (127 s against 18 s at a load of 7)
+    env = {
+        **os.environ,
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out)],
         capture_output=True,

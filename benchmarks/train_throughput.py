@@ -31,7 +31,7 @@ upscaled (bicubic) with ±4 grey levels of pixel noise, so that decoding costs w
 tile costs rather than a smooth one (≈3.8 MB per 1500² PNG). ``--data`` keeps them for reuse.
 
 Defaults depend on the device: on CUDA the target setting (mit_b2, 512² crops, batch 16, 32
-tiles of 1500², 30 timed steps); on the CPU mit_b0, 128² crops, batch 8, 8 tiles of 1500², 4
+tiles of 1500², 30 timed steps); on the CPU mit_b0, 128² crops, batch 8, 8 tiles of 1500², 8
 steps; ``--tiny`` (mit_b0, 64² crops, batch 4, 4 tiles of 160²) is the smoke test of
 ``make test``. Nothing here needs the internet, papermill or a notebook.
 """
@@ -74,7 +74,7 @@ DEFAULTS = {  # device type -> settings; --tiny overrides both
     "cuda": dict(
         encoder="mit_b2", crop=512, batch=16, tile=1500, tiles=32, steps=30, warmup=5, runs=10
     ),
-    "cpu": dict(encoder="mit_b0", crop=128, batch=8, tile=1500, tiles=8, steps=4, warmup=1, runs=2),
+    "cpu": dict(encoder="mit_b0", crop=128, batch=8, tile=1500, tiles=8, steps=8, warmup=2, runs=2),
     "tiny": dict(encoder="mit_b0", crop=64, batch=4, tile=160, tiles=4, steps=2, warmup=1, runs=2),
 }
 

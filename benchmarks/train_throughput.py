@@ -175,9 +175,27 @@ def run_trainer(model, samples, config, device) -> tuple[float, dict]:
     }
     history = fit(model, cache, config.replace(epochs=2), device, progress=False)
     seconds = history[-1]["seconds"]  # the second epoch; the first was the warm-up
+    cache_info["data_ms_per_batch"] = time_data_path(cache, config, device)
     if device.type == "cuda":
         cache_info["syncs_per_step"] = count_syncs(model, cache, config, device)
     return config.steps_per_epoch * config.batch_size / seconds, cache_info
+
+
+def time_data_path(cache, config, device, batches: int = 5) -> float:
+    """Milliseconds to cut and augment one batch from the cache, without the model."""
+    g = torch.Generator().manual_seed(2)
+
+    def batch():
+        images, masks = sample_batch(cache, config.batch_size, config.crop_size, g, device)
+        return augment_batch(images, masks, g, config.stain_aug)
+
+    batch()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(batches):
+        batch()
+    sync(device)
+    return 1000 * (time.perf_counter() - started) / batches
 
 
 def count_syncs(model, cache, config, device) -> dict:
@@ -317,7 +335,8 @@ def report(result: dict) -> str:
         f"{result['precision']}, channels_last {'on' if s['channels_last'] else 'off'}, "
         f"compile {'on' if s['compile'] else 'off'}",
         f"tile cache: {result['cache']['mib']:.0f} MiB in {result['cache']['where']}, "
-        f"filled in {result['cache']['fill_seconds']:.1f} s",
+        f"filled in {result['cache']['fill_seconds']:.1f} s; cutting and augmenting a batch "
+        f"from it takes {result['cache']['data_ms_per_batch']:.1f} ms",
     ]
     if "syncs_per_step" in result["cache"]:
         syncs = result["cache"]["syncs_per_step"]

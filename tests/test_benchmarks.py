@@ -39,6 +39,7 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     assert set(result["ratios"]) == {"2/1", "2/3"}
     assert all(ratio > 0 for ratio in result["ratios"].values())
     assert result["predict"]["ms_mean"] > 0 and result["predict"]["tta"] is False
+    assert result["cache"]["data_ms_per_batch"] > 0
     assert result["device"] == "cpu" and result["torch"] and result["date"]
     printed = done.stdout
     for row in ROWS:

@@ -397,6 +397,43 @@ def read_run_records(
     return found
 
 
+def ensure_runs(
+    data: Path,
+    config,
+    out: Path,
+    task: str,
+    strategies: Sequence[str],
+    device=None,
+    progress: bool = False,
+) -> list[dict]:
+    """The run records of ``strategies`` on ``task`` in ``out``, then the trivial baselines on
+    the same images.
+
+    Finished runs (``out/<task>-<strategy>/records.jsonl``, made on ``data`` with ``config``)
+    are read back; if any is missing, :func:`cosas_tutorial.experiment.run_experiment` trains it
+    (``resume=True``: the finished ones are not trained again; note that it rewrites
+    ``out/results.jsonl`` with the records of this call). Chapters share runs this way.
+    """
+    from .experiment import baseline_records, run_experiment
+
+    found = read_run_records(out, task, strategies, data, config)
+    missing = [s for s in strategies if s not in found]
+    print(f"{out}: {task} runs reused: {sorted(found) or 'none'}; to train: {missing or 'none'}")
+    if missing:
+        run_experiment(
+            data,
+            config,
+            out,
+            strategies=strategies,
+            tasks=[task],
+            device=device,
+            resume=True,
+            progress=progress,
+        )
+        found = read_run_records(out, task, strategies, data, config)
+    return [r for s in strategies for r in found[s]] + baseline_records(data, task, config)
+
+
 def run_images(data: Path, task: str, config, fold: int = 0) -> dict[str, list[Sample]]:
     """The images a run's records score: ``cv`` = the in-domain validation images of
     cross-validation fold ``fold`` (the same split as :func:`cosas_tutorial.experiment.train_run`),

@@ -242,3 +242,19 @@ def test_read_run_records_checks_data_and_config(tmp_path):
         analysis.read_run_records(out, "task2", ["standard"], tmp_path, config)
     with pytest.raises(ValueError, match="configuration"):
         analysis.read_run_records(out, "task2", ["standard"], data, config.replace(epochs=9))
+
+
+def test_ensure_runs_trains_once_then_reuses(tiny_synthetic, tmp_path, capsys):
+    config = get_profile("ci").replace(epochs=1, steps_per_epoch=1)
+    out = tmp_path / "experiment"
+    first = analysis.ensure_runs(tiny_synthetic, config, out, "task2", ["standard"])
+    weights = out / "task2-standard" / "fold0" / "model.pt"
+    stamp = weights.stat().st_mtime_ns
+    assert "to train: ['standard']" in capsys.readouterr().out
+    again = analysis.ensure_runs(tiny_synthetic, config, out, "task2", ["standard"])
+    assert "reused: ['standard']" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == stamp  # read back, not trained again
+    strategies = {r["strategy"] for r in again}
+    assert strategies == {"standard", "all-tumour", "all-background"}
+    assert {(r["strategy"], r["split"]) for r in again} == {(r["strategy"], r["split"]) for r in first}
+    assert {r["split"] for r in again if r["strategy"] == "standard"} == {"cv", "test"}

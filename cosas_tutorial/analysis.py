@@ -20,7 +20,7 @@ from .data.cosas import read_image, read_mask
 from .data.layout import Sample
 from .evaluate import image_scores
 from .results import BASELINES
-from .stain import RUIFROK_HED
+from .stain import RUIFROK_HED, estimate_stains
 
 # Optical density of glass is about 0; tissue is where the summed OD exceeds this (natural log,
 # as in Macenko et al. 2009 and torchstain, whose beta is 0.15 per channel).
@@ -113,44 +113,18 @@ def domain_colour_stats(tiles: Sequence[Tile]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stain_vectors(
-    image: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pixels: int = 50
-) -> np.ndarray:
+def stain_vectors(image: np.ndarray) -> np.ndarray:
     """Haematoxylin and eosin optical-density unit vectors (rows H, E) of one tile.
 
-    Macenko et al. (2009): keep pixels whose OD exceeds ``beta`` in every channel, project them
-    onto the plane of the two main principal directions of their OD, and take the directions at
-    the ``alpha`` and ``100 - alpha`` percentiles of the angle in that plane. Haematoxylin is
-    the one that absorbs more red (nuclei look blue-purple).
+    Macenko et al. (2009): keep the stained pixels, project their optical densities onto the
+    plane of their two main principal directions, and take the directions at the 1st and 99th
+    percentiles of the angle in that plane; haematoxylin is the one that absorbs more red.
+    This is :func:`cosas_tutorial.stain.estimate_stains` (torchstain underneath, the same
+    estimate the stain normaliser uses), transposed to one row per stain. Raises
+    :class:`cosas_tutorial.stain.StainEstimationError` (a ``ValueError``) on a tile with too
+    little tissue.
     """
-    od = optical_density(image).reshape(-1, 3).astype(np.float64)
-    od = od[(od > beta).all(axis=1)]
-    if len(od) < min_pixels:
-        raise ValueError(
-            f"only {len(od)} stained pixels (OD > {beta} in every channel); "
-            f"need {min_pixels} to estimate stain vectors"
-        )
-    _, vectors = np.linalg.eigh(np.cov(od, rowvar=False))
-    plane = vectors[:, 1:3]  # the two largest eigenvalues come last
-    plane = plane * np.where(plane.sum(axis=0) < 0, -1.0, 1.0)  # point into positive OD
-    projected = od @ plane
-    angles = np.arctan2(projected[:, 1], projected[:, 0])
-    low, high = np.percentile(angles, [alpha, 100 - alpha])
-    candidates = np.stack(
-        [plane @ np.array([np.cos(a), np.sin(a)]) for a in (low, high)]
-    )  # two OD directions
-    candidates *= np.sign(candidates.sum(axis=1, keepdims=True))
-    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
-    if candidates[0, 0] < candidates[1, 0]:  # haematoxylin absorbs more red than eosin
-        candidates = candidates[::-1]
-    return candidates
-
-
-def angle_between(u: np.ndarray, v: np.ndarray) -> float:
-    """Angle in degrees between two vectors."""
-    u, v = np.asarray(u, float), np.asarray(v, float)
-    cosine = u @ v / (np.linalg.norm(u) * np.linalg.norm(v))
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    return estimate_stains(image).stains.T.copy()
 
 
 def domain_stain_vectors(tiles: Sequence[Tile]) -> pd.DataFrame:

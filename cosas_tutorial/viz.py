@@ -472,14 +472,21 @@ def plot_score_vs_fraction(frame, metric: str = "score") -> Figure:
     return fig
 
 
-def plot_threshold_sweeps(sweeps: dict, marks: dict[str, float] | None = None) -> Figure:
+def plot_threshold_sweeps(
+    sweeps: dict, marks: dict[str, float] | None = None, floors: dict[str, float] | None = None
+) -> Figure:
     """Mean COSAS score against the probability threshold, one line per image set (name →
     frame of :func:`cosas_tutorial.analysis.threshold_sweep`); ``marks`` (label → threshold)
-    become vertical lines."""
+    become vertical lines; ``floors`` (image set → the better trivial predictor's mean score on
+    it, which no threshold changes) become dotted horizontal lines in the set's colour."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     colours = domain_colours(list(sweeps))
     for name, sweep in sweeps.items():
         ax.plot(sweep["threshold"], sweep["score"], marker=".", color=colours[name], label=name)
+    for name, floor in (floors or {}).items():
+        ax.axhline(floor, color=colours.get(name, "#777777"), linestyle=":", linewidth=1.2)
+    if floors:
+        ax.plot([], [], color="#777777", linestyle=":", label="best trivial predictor")
     for (label, threshold), style in zip((marks or {}).items(), ("-", "--", ":", "-.")):
         ax.axvline(threshold, color="black", linestyle=style, linewidth=1, label=label)
     ax.set_xlabel("probability threshold")

@@ -148,7 +148,7 @@ def test_06_error_analysis(book_out):
         (book_out / "experiment" / f"task2-{s}" / "records.jsonl").is_file()
         for s in ("standard", "union", "cross-task")
     )
-    notebook = run_notebook("06_error_analysis", book_out)
+    notebook = run_notebook("06_error_analysis", book_out, PROGRESS=False)
     assert_figures(
         book_out,
         "06_score_distributions",
@@ -199,7 +199,7 @@ def test_06_error_analysis(book_out):
 def test_07_shift_dial(book_out):
     import pandas as pd
 
-    run_notebook("07_shift_dial", book_out)
+    run_notebook("07_shift_dial", book_out, PROGRESS=False)
     assert_figures(book_out, "07_shift_dial", "07_shift_grid_task2", "07_shift_grid_task1")
     dial = pd.read_csv(book_out / "07_shift_dial.csv")
     assert set(dial["shift"]) == {0.0, 1.0}  # the ci sweep

@@ -363,7 +363,8 @@ def report(result: dict) -> str:
     )
     if result["device"] == "cpu":
         lines.append(
-            f"load average at start/end: {result['load'][0]:.2f}/{result['load'][1]:.2f} "
+            f"{result['cpu_threads']} torch thread(s); load average at start/end: "
+            f"{result['load'][0]:.2f}/{result['load'][1]:.2f} "
             "(CPU figures are noisy when other work runs)"
         )
     return "\n".join(lines)

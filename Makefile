@@ -9,7 +9,7 @@ export MPLBACKEND := Agg
 DEMO_DATA := data/synthetic
 DEMO_OUT := runs/demo
 
-.PHONY: install demo test clean-demo lint links bench
+.PHONY: install demo test clean-demo lint links bench book
 
 install: $(VENV)/.installed
 
@@ -45,3 +45,12 @@ test: install lint
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py $(BENCH_ARGS)
+
+# The book: every chapter of book/_toc.yml executed with papermill (PROFILE=cpu unless given,
+# e.g. `make book PROFILE=ci`) in a copy of book/ under book/_build/source (the committed
+# notebooks keep no outputs), the runs in book/_build/runs, then jupyter-book into
+# book/_build/html. BOOK_ARGS=--keep-runs reuses the runs of the last build.
+PROFILE ?= cpu
+BOOK_ARGS ?=
+book: install
+	$(BIN)/python tools/execute_book.py --profile $(PROFILE) $(BOOK_ARGS)

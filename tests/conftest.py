@@ -28,6 +28,27 @@ def open_tissue_mirror_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def book_out(tmp_path_factory, open_tissue_mirror_url) -> Path:
+    """The shared OUT folder of the notebook and book tests (test_notebooks.py, test_book.py);
+    data trees are generated/downloaded into a temporary data home.
+
+    MPLBACKEND is unset for the kernels (the Makefile sets Agg), so that ipykernel's inline
+    backend draws the figures into the executed notebooks the book test builds from.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.setenv("COSAS_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+    patch.setenv("COSAS_OPEN_TISSUE_URL", open_tissue_mirror_url)
+    patch.delenv("MPLBACKEND", raising=False)
+    yield tmp_path_factory.mktemp("book-out")
+    patch.undo()
+
+
+def pytest_collection_modifyitems(items):
+    """The book test builds the book from the notebook tests' executions: run it after them."""
+    items.sort(key=lambda item: item.path.name == "test_book.py")
+
+
+@pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """A synthetic tree (both tasks, held-out domains) at the ``ci`` profile's size."""
     from cosas_tutorial.config import get_profile

@@ -225,10 +225,11 @@ def run_ablation(
                     saved = run_dir / RUN_RECORDS
                     run_config = config.replace(tta=False, **STAIN_SETTINGS[stain])
                     if resume and saved.exists():
-                        if load_run(run_dir)[1] != run_config:
+                        manifest, saved_config = load_run(run_dir)
+                        if saved_config != run_config or manifest["data"] != str(tree.resolve()):
                             raise FileExistsError(
-                                f"{run_dir} holds a run with another configuration; "
-                                "choose another out folder (or delete it)"
+                                f"{run_dir} holds a run with another configuration or data "
+                                "tree; choose another out folder (or delete it)"
                             )
                         records += read_records(saved)
                         continue

@@ -283,3 +283,55 @@ def test_08_real_cosas(book_out):
     assert "optimisation steps in all" in text
     assert_figures(book_out, "08_budget")
     assert not (book_out / "08_scores.png").exists()
+
+
+def test_09_stain_and_tta(book_out):
+    import re
+
+    from cosas_tutorial.ablation import ablation_table
+
+    notebook = run_notebook("09_stain_and_tta", book_out, PROGRESS=False)
+    assert_figures(
+        book_out,
+        "09_hed",
+        "09_stain_vectors",
+        "09_normalisation",
+        "09_stain_augmentation",
+        "09_ablation_synthetic",
+        "09_ablation_open_tissue",
+        "09_effects",
+        "09_tta",
+    )
+    text = text_output(notebook)
+    error = float(re.search(r"largest round-trip error over \d+ real tiles: (\S+)", text)[1])
+    assert error < 1e-4
+    angles = re.search(r"before ([\d.]+)° / ([\d.]+)°, after ([\d.]+)° / ([\d.]+)°", text)
+    before_h, before_e, after_h, after_e = map(float, angles.groups())
+    assert after_h < before_h and after_h < 3 and after_e < 5  # normalised towards the reference
+    assert "glass-only.png" in text and "unchanged: True" in text
+
+    # synthetic tier, held-out scanners: the whole grid, TTA off and on, and both baselines
+    synthetic = read_jsonl(book_out / "09_ablation_synthetic" / "ablation.jsonl")
+    table = ablation_table(synthetic)
+    assert list(table.columns[4:]) == ["3d-250", "leica-450", "motic", "unseen (all)"]
+    assert len(table) == 2 * 3 * 2 + 2
+    assert (table[["3d-250", "leica-450", "motic"]] != "–").all().all()
+    runs = book_out / "09_ablation_synthetic" / "runs"
+    assert (runs / "task2-cross-task-macenko" / "fold0" / "stain_norm.json").is_file()
+    assert not (runs / "task2-standard-hed" / "fold0" / "stain_norm.json").exists()
+
+    # open-tissue, leave one source out (two sources held out on ci); no cross-task there
+    real = read_jsonl(book_out / "09_ablation_open_tissue" / "ablation.jsonl")
+    table = ablation_table(real)
+    assert list(table.columns[4:]) == ["glas-colon", "ocdc-oral", "unseen (all)"]
+    assert set(table["strategy"]) == {"standard", "all-tumour", "all-background"}
+    assert len(table) == 3 * 2 + 2 and {r["protocol"] for r in real} == {"loso"}
+    assert "skipping cross-task" in text
+
+    for tree in ("synthetic (task2)", "open-tissue (leave one source out)"):
+        for change in ("TTA on − off", "hed − none", "macenko − none"):
+            assert re.search(rf"{re.escape(tree)}, task\d: {change}: [+-]\d\.\d+ ± ", text), (
+                tree,
+                change,
+            )
+    assert "mean |TTA − plain| on this tile" in text

@@ -16,6 +16,7 @@ from cosas_tutorial.ablation import (
 from cosas_tutorial.cli import main
 from cosas_tutorial.config import get_profile
 from cosas_tutorial.data.cosas import discover
+from cosas_tutorial.experiment import evaluate_run
 from cosas_tutorial.results import read_records
 from cosas_tutorial.stain import NORMALISER_FILE
 
@@ -52,6 +53,14 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
     assert (run / "fold0" / NORMALISER_FILE).is_file()
     config = json.loads((run / "run.json").read_text())["config"]
     assert config["stain_norm"] == "macenko" and config["stain_aug"] == "none"
+    # `cosas evaluate` reloads the saved normaliser: its scores are the ablation's, TTA off
+    evaluated = evaluate_run(run, tiny_synthetic, tta=False)[0]["images"]
+    ablated = next(
+        r["images"]
+        for r in records
+        if r["strategy"] == "standard" and r["stain"] == "macenko" and not r["tta"]
+    )
+    assert [i["score"] for i in evaluated] == [i["score"] for i in ablated]
     hed = json.loads((out / "runs" / "task1-cross-task-hed" / "run.json").read_text())["config"]
     assert hed["stain_aug"] == "hed" and hed["stain_norm"] == "none"
 

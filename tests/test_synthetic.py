@@ -255,6 +255,7 @@ def test_domain_gallery_shows_every_domain(small_tree):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cosas_tutorial.data.cosas import DataError
     from cosas_tutorial.viz import plot_domain_gallery
 
     fig = plot_domain_gallery(small_tree)
@@ -270,5 +271,5 @@ def test_domain_gallery_shows_every_domain(small_tree):
     plt.close(fig)
     with pytest.raises(ValueError, match="task"):
         plot_domain_gallery(small_tree, task="task3")
-    with pytest.raises(FileNotFoundError):
-        plot_domain_gallery(small_tree / "COSAS24-TestSet")
+    with pytest.raises(DataError, match="COSAS"):  # a folder without the layout
+        plot_domain_gallery(small_tree / "COSAS24-TestSet" / "task1")

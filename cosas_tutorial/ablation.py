@@ -23,6 +23,7 @@ model × TTA × unseen split, as :mod:`cosas_tutorial.results` records plus ``st
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections.abc import Sequence
@@ -180,15 +181,19 @@ def run_ablation(
     resume: bool = False,
     progress: bool = True,
     held_out: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict]:
     """Train every strategy × stain handling, score each model with TTA off and on.
 
-    Returns the records and writes ``out/ablation.jsonl`` and ``out/ablation.md``. With
-    ``resume`` a run folder whose unseen-domain records exist is reused as it is. ``limit``
-    keeps that many tiles per domain (evenly spaced), for quick runs; ``held_out`` holds out
-    only these domains in turn (leave-one-source-out; all by default). Cross-task rows need
-    both tasks in a data tree; where a tree has one task only (leave-one-source-out trees, the
-    open-tissue tier) they are skipped with a message.
+    Returns the records (the unseen-domain scores, the in-domain cross-validation scores of
+    each run, and both of the trivial predictors) and writes ``out/ablation.jsonl`` and
+    ``out/ablation.md``. With ``resume`` a run folder whose records exist is reused as it is.
+    ``limit`` keeps that many tiles per domain (evenly spaced), for quick runs; ``held_out``
+    holds out only these domains in turn (leave-one-source-out; all by default); ``seeds``
+    trains every cell once per seed (default: ``config.seed`` alone), so that the paired
+    effects average over training noise too. Cross-task rows need both tasks in a data tree;
+    where a tree has one task only (leave-one-source-out trees, the open-tissue tier) they are
+    skipped with a message.
     """
     data, out = Path(data), Path(out)
     if protocol not in PROTOCOLS:
@@ -211,6 +216,7 @@ def run_ablation(
     if table_file.exists() and not resume:
         raise FileExistsError(f"{table_file} exists; use --resume or another --out")
     out.mkdir(parents=True, exist_ok=True)
+    seeded = [(seed, f"-seed{seed}") for seed in seeds] if seeds else [(config.seed, "")]
 
     records: list[dict] = []
     for task in tasks:
@@ -220,10 +226,10 @@ def run_ablation(
                 if get_strategy(strategy).uses_other_task and other_task(task) not in tree_tasks:
                     print(f"skipping {strategy} on {unit}: the tree holds no {other_task(task)}")
                     continue
-                for stain in stains:
-                    run_dir = out / "runs" / f"{unit}-{strategy}-{stain}"
+                for stain, (seed, suffix) in itertools.product(stains, seeded):
+                    run_dir = out / "runs" / f"{unit}-{strategy}-{stain}{suffix}"
                     saved = run_dir / RUN_RECORDS
-                    run_config = config.replace(tta=False, **STAIN_SETTINGS[stain])
+                    run_config = config.replace(seed=seed, tta=False, **STAIN_SETTINGS[stain])
                     if resume and saved.exists():
                         manifest, saved_config = load_run(run_dir)
                         if saved_config != run_config or manifest["data"] != str(tree.resolve()):
@@ -236,18 +242,22 @@ def run_ablation(
                     if run_dir.exists():
                         shutil.rmtree(run_dir)  # an unfinished run of an earlier attempt
                     if progress:
-                        print(f"{unit}: {strategy}, stain {stain}")
-                    train_run(tree, task, strategy, run_config, run_dir, device, False, progress)
-                    evaluated = evaluate_unseen(run_dir, tree, device)
+                        print(f"{unit}: {strategy}, stain {stain}, seed {seed}")
+                    cv = train_run(
+                        tree, task, strategy, run_config, run_dir, device, False, progress
+                    )
+                    evaluated = cv + evaluate_unseen(run_dir, tree, device)
                     run_records = _annotate(evaluated, stain, unit_protocol, unit)
                     append_records(saved, run_records)
                     records += run_records
-            baselines = [r for r in baseline_records(tree, task, config) if r["split"] == "test"]
-            records += _annotate(baselines, "–", unit_protocol, unit)
+            records += _annotate(baseline_records(tree, task, config), "–", unit_protocol, unit)
     table_file.unlink(missing_ok=True)
     append_records(table_file, records)
     (out / TABLE_FILE).write_text(ablation_markdown(records))
     return records
+
+
+CV_COLUMN, ALL_COLUMN = "in-domain (CV)", "unseen (all)"
 
 
 def _row_key(record: dict) -> tuple[str, str, str, str]:
@@ -256,22 +266,27 @@ def _row_key(record: dict) -> tuple[str, str, str, str]:
     return record["task"], record["strategy"], record["stain"], tta
 
 
-def ablation_table(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
-    """Rows: task × strategy × stain handling × TTA, then the trivial baselines; columns: each
-    unseen domain and all unseen images; cells: mean ± std over images of ``metric``.
-
-    Folds and leave-one-source-out units are pooled: each unseen image counts once per fold.
-    """
+def _cells(records: Sequence[dict], metric: str) -> dict[tuple, dict[str, list[float]]]:
+    """{row key: {column: per-image values}}. Unseen images go to their domain's column and to
+    "unseen (all)"; the validation images of the cross-validation folds (scored without TTA)
+    to "in-domain (CV)". Folds, seeds and leave-one-source-out units are pooled."""
     cells: dict[tuple, dict[str, list[float]]] = {}
     for record in records:
-        if record["split"] != "test":
-            continue
         row = cells.setdefault(_row_key(record), {})
         for image in record["images"]:
-            row.setdefault(image["domain"], []).append(image[metric])
-            row.setdefault("unseen (all)", []).append(image[metric])
-    domains = sorted({d for row in cells.values() for d in row} - {"unseen (all)"})
-    columns = [*domains, "unseen (all)"]
+            columns = [CV_COLUMN] if record["split"] == "cv" else [image["domain"], ALL_COLUMN]
+            for column in columns:
+                row.setdefault(column, []).append(image[metric])
+    return cells
+
+
+def _columns(cells) -> list[str]:
+    present = {column for row in cells.values() for column in row}
+    domains = sorted(present - {CV_COLUMN, ALL_COLUMN})
+    return [CV_COLUMN] * (CV_COLUMN in present) + domains + [ALL_COLUMN]
+
+
+def _sorted_keys(cells) -> list[tuple]:
     order = {name: i for i, name in enumerate(("standard", "union", "cross-task", *BASELINES))}
     stain_order = {name: i for i, name in enumerate((*STAIN_SETTINGS, "–"))}
 
@@ -279,8 +294,22 @@ def ablation_table(records: Sequence[dict], metric: str = "score") -> pd.DataFra
         task, strategy, stain, tta = key
         return task, order.get(strategy, 99), stain_order.get(stain, 99), tta != "off"
 
+    return sorted(cells, key=sort_key)
+
+
+def ablation_table(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
+    """Rows: task × strategy × stain handling × TTA, then the trivial baselines; columns:
+    in-domain cross-validation (without TTA), each unseen domain and all unseen images; cells:
+    mean ± std over images of ``metric``.
+
+    The in-domain column tells a run that did not learn at all (a score at the trivial
+    predictors' level) from one that learnt but does not generalise. Folds, seeds and
+    leave-one-source-out units are pooled: each image counts once per fold and seed.
+    """
+    cells = _cells(records, metric)
+    columns = _columns(cells)
     rows = []
-    for key in sorted(cells, key=sort_key):
+    for key in _sorted_keys(cells):
         task, strategy, stain, tta = key
         row = {"task": task, "strategy": strategy, "stain": stain, "TTA": tta}
         for column in columns:
@@ -291,31 +320,33 @@ def ablation_table(records: Sequence[dict], metric: str = "score") -> pd.DataFra
 
 
 def mean_table(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
-    """Long table of the same cells as numbers: task, strategy, stain, TTA, domain, mean, std, n
-    (domain "unseen (all)" pools every unseen image)."""
+    """The cells of :func:`ablation_table` as numbers, long: task, strategy, stain, TTA,
+    column (a domain, "in-domain (CV)" or "unseen (all)"), mean, std, n."""
+    cells = _cells(records, metric)
     rows = []
-    for record in records:
-        if record["split"] != "test":
-            continue
-        task, strategy, stain, tta = _row_key(record)
-        for image in record["images"]:
-            for domain in (image["domain"], "unseen (all)"):
-                rows.append(
-                    {
-                        "task": task,
-                        "strategy": strategy,
-                        "stain": stain,
-                        "TTA": tta,
-                        "domain": domain,
-                        "value": image[metric],
-                    }
-                )
-    frame = pd.DataFrame(rows, columns=["task", "strategy", "stain", "TTA", "domain", "value"])
-    return (
-        frame.groupby(["task", "strategy", "stain", "TTA", "domain"], sort=False)["value"]
-        .agg(mean="mean", std=lambda v: v.std(ddof=0), n="size")
-        .reset_index()
-    )
+    for key in _sorted_keys(cells):
+        for column in _columns(cells):
+            values = np.array(cells[key].get(column, []), dtype=float)
+            if len(values):
+                mean, std = float(values.mean()), float(values.std())
+                rows.append((*key, column, mean, std, len(values)))
+    names = ["task", "strategy", "stain", "TTA", "domain", "mean", "std", "n"]
+    return pd.DataFrame(rows, columns=names)
+
+
+def runs_not_learnt(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
+    """Model rows whose in-domain (CV) mean is not above the better trivial predictor's on the
+    same task: such a run failed to train, and its unseen-domain scores say nothing about the
+    setting it was trained with. Columns: task, strategy, stain, cv_mean, trivial."""
+    means = mean_table(records, metric)
+    cv = means[means["domain"] == CV_COLUMN]
+    rows = []
+    for task, part in cv.groupby("task", sort=False):
+        trivial = part.loc[part["strategy"].isin(BASELINES), "mean"].max()
+        for row in part[~part["strategy"].isin(BASELINES)].itertuples():
+            if row.mean <= trivial:
+                rows.append((task, row.strategy, row.stain, round(row.mean, 3), round(trivial, 3)))
+    return pd.DataFrame(rows, columns=["task", "strategy", "stain", "cv_mean", "trivial"])
 
 
 def ablation_effects(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
@@ -323,9 +354,11 @@ def ablation_effects(records: Sequence[dict], metric: str = "score") -> pd.DataF
 
     Comparisons: TTA on − off (same model), each stain handling − none (same strategy and TTA),
     cross-task − standard (same stain handling and TTA). Pairs are matched on unit, fold,
-    domain and image id. Rows: task × comparison; columns: mean difference over pairs,
+    seed, domain and image id. Rows: task × comparison; columns: mean difference over pairs,
     standard error, share of pairs where the change helps, hurts, and the number of pairs.
-    The spread is over images of one training seed: it does not measure training noise.
+    The standard error treats pairs as independent; with one training seed it does not
+    measure training noise (two runs that differ in one setting also differ in their random
+    draws), which only several ``seeds`` show.
     """
     scores: dict[tuple, float] = {}
     for record in records:
@@ -339,6 +372,7 @@ def ablation_effects(records: Sequence[dict], metric: str = "score") -> pd.DataF
                 bool(record["tta"]),
                 record.get("unit", record["task"]),
                 record["fold"],
+                record["seed"],
                 image["domain"],
                 image["id"],
             )
@@ -378,47 +412,43 @@ def ablation_effects(records: Sequence[dict], metric: str = "score") -> pd.DataF
 
 
 def ablation_markdown(records: Sequence[dict]) -> str:
-    """``ablation.md``: the score table and the paired effects, with how to read them."""
+    """``ablation.md``: the score table, the paired effects and the runs that did not learn."""
     protocols = sorted({r.get("protocol", "held-out") for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    failed = runs_not_learnt(records)
     return (
         "# Stain handling × TTA × strategy on unseen domains\n\n"
-        f"COSAS score (Dice + IoU) / 2 per image, mean ± std over unseen images "
-        f"(protocol: {', '.join(protocols)}).\n\n"
+        "COSAS score (Dice + IoU) / 2 per image, mean ± std over images: in-domain "
+        "cross-validation (without TTA), then the unseen domains "
+        f"(protocol: {', '.join(protocols)}; seeds: {', '.join(map(str, seeds))}).\n\n"
         + ablation_table(records).to_markdown(index=False)
-        + "\n\n## Paired per-image differences\n\n"
+        + "\n\n## Paired per-image differences on unseen images\n\n"
         + ablation_effects(records).to_markdown(index=False)
+        + "\n\n## Runs not above the trivial predictors in-domain\n\n"
+        + (failed.to_markdown(index=False) if len(failed) else "none")
         + "\n"
     )
 
 
 def plot_ablation(records: Sequence[dict], metric: str = "score"):
-    """Heat map per task: rows = strategy / stain / TTA (baselines last), columns = unseen
-    domains and all unseen images, cells = mean ``metric`` (annotated)."""
+    """Heat map per task: rows = strategy · stain · TTA (baselines last), columns = in-domain
+    cross-validation, each unseen domain and all unseen images; cells = mean ``metric``."""
     import matplotlib.pyplot as plt
 
     means = mean_table(records, metric)
-    tasks = list(dict.fromkeys(means["task"]))
-    heights = []
+    label = (
+        means["strategy"]
+        + np.where(means["stain"] == "–", "", " · " + means["stain"])
+        + np.where(means["TTA"] == "–", "", " · TTA " + means["TTA"])
+    )
+    means = means.assign(row=label)
     panels = []
-    for task in tasks:
+    for task in dict.fromkeys(means["task"]):
         part = means[means["task"] == task]
-        part = part.assign(
-            row=part["strategy"]
-            + np.where(part["stain"] == "–", "", " · " + part["stain"])
-            + np.where(part["TTA"] == "–", "", " · TTA " + part["TTA"])
-        )
+        columns = list(ablation_table([r for r in records if r["task"] == task]).columns[4:])
         grid = part.pivot(index="row", columns="domain", values="mean")
-        table = ablation_table([r for r in records if r["task"] == task], metric)
-        order = [
-            row.strategy
-            + ("" if row.stain == "–" else f" · {row.stain}")
-            + ("" if row.TTA == "–" else f" · TTA {row.TTA}")
-            for row in table.itertuples()
-        ]
-        domains = [c for c in table.columns[4:]]
-        grid = grid.reindex(index=order, columns=domains)
-        panels.append((task, grid))
-        heights.append(len(order))
+        panels.append((task, grid.reindex(index=list(dict.fromkeys(part["row"])), columns=columns)))
+    heights = [len(grid) for _, grid in panels]
     fig, axes = plt.subplots(
         len(panels),
         1,
@@ -427,14 +457,17 @@ def plot_ablation(records: Sequence[dict], metric: str = "score"):
         gridspec_kw={"height_ratios": heights},
     )
     for ax, (task, grid) in zip(axes[:, 0], panels):
-        image = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        values = grid.to_numpy(dtype=float)
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
             if np.isfinite(value):
                 colour = "black" if value > 0.6 else "white"
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        if grid.columns[0] == CV_COLUMN:
+            ax.axvline(0.5, color="white", linewidth=3)
         ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=20, ha="right", fontsize=8)
         ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
-        ax.set_title(f"{task}: mean COSAS {metric} on unseen domains", fontsize=9)
+        ax.set_title(f"{task}: mean COSAS {metric}, in-domain (CV) and unseen domains", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
     return fig

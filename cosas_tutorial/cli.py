@@ -141,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ablation.add_argument("--epochs", type=int, help="override the profile's epochs per stage")
     ablation.add_argument("--seed", type=int)
+    ablation.add_argument(
+        "--seeds", nargs="+", type=int, help="train every cell once per seed (default: --seed)"
+    )
     ablation.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available)")
     ablation.add_argument("--resume", action="store_true", help="reuse finished runs in --out")
     ablation.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -262,6 +265,7 @@ def _ablation(args) -> int:
         _device(args.device),
         args.resume,
         not args.quiet,
+        seeds=args.seeds,
     )
     print(ablation_table(records).to_string(index=False))
     print()

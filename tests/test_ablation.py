@@ -12,6 +12,7 @@ from cosas_tutorial.ablation import (
     evenly_spaced,
     plot_ablation,
     run_ablation,
+    runs_not_learnt,
 )
 from cosas_tutorial.cli import main
 from cosas_tutorial.config import get_profile
@@ -32,7 +33,8 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
     table = ablation_table(records)
     unseen = sorted({s.domain for s in discover(tiny_synthetic) if s.split == "test"} & {
         "esophagus", "duodenum"})  # fmt: skip
-    assert list(table.columns) == ["task", "strategy", "stain", "TTA", *unseen, "unseen (all)"]
+    cv = "in-domain (CV)"
+    assert list(table.columns) == ["task", "strategy", "stain", "TTA", cv, *unseen, "unseen (all)"]
     rows = list(zip(table["strategy"], table["stain"], table["TTA"]))
     expected = [
         (strategy, stain, tta)
@@ -42,6 +44,8 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
     ] + [("all-tumour", "–", "–"), ("all-background", "–", "–")]
     assert rows == expected
     assert (table[unseen] != "–").all().all()
+    # in-domain CV is scored without TTA: a number on TTA-off and baseline rows only
+    assert ((table[cv] == "–") == (table["TTA"] == "on")).all()
     assert (
         table.loc[table["strategy"] == "all-background", "unseen (all)"].item().startswith("0.000")
     )
@@ -59,7 +63,8 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
         r["images"]
         for r in records
         if r["strategy"] == "standard" and r["stain"] == "macenko" and not r["tta"]
-    )
+        and r["split"] == "test"
+    )  # fmt: skip
     assert [i["score"] for i in evaluated] == [i["score"] for i in ablated]
     hed = json.loads((out / "runs" / "task1-cross-task-hed" / "run.json").read_text())["config"]
     assert hed["stain_aug"] == "hed" and hed["stain_norm"] == "none"
@@ -89,19 +94,23 @@ def test_leave_one_source_out_on_a_single_task_tree(make_cosas_tree, tmp_path, c
     config = get_profile("ci", epochs=1, steps_per_epoch=1)
     out = tmp_path / "loso"
     records = run_ablation(
-        data, config, out, stains=("none", "macenko"), limit=3, held_out=["b", "c"]
+        data, config, out, stains=("none", "macenko"), limit=3, held_out=["b"], seeds=[0, 1]
     )
     assert "skipping cross-task" in capsys.readouterr().out
     table = ablation_table(records)
-    assert list(table.columns[4:]) == ["b", "c", "unseen (all)"]
+    assert list(table.columns[4:]) == ["in-domain (CV)", "b", "unseen (all)"]
     assert len(table) == 2 * 2 + 2  # standard × {none, macenko} × TTA, and the two baselines
     assert {r["protocol"] for r in records} == {"loso"}
-    # each held-out source is unseen once per model and TTA setting, with `limit` tiles, and
-    # trained on the other sources only
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        f"task1-loso-b-standard-{stain}-seed{seed}" for stain in ("macenko", "none")
+        for seed in (0, 1)]  # fmt: skip
+    # the held-out source is unseen once per model, seed and TTA setting, with `limit` tiles
     plain = [r for r in records if r["strategy"] == "standard" and r["stain"] == "none"]
-    plain = [r for r in plain if not r["tta"]]
-    domains = sorted(image["domain"] for r in plain for image in r["images"])
-    assert domains == sorted("bc" * 3)
+    plain = [r for r in plain if not r["tta"] and r["split"] == "test"]
+    assert sorted(r["seed"] for r in plain) == [0, 1]
+    assert [image["domain"] for r in plain for image in r["images"]] == ["b"] * 6
+    effects = ablation_effects(records).set_index("change")
+    assert effects.loc["macenko − none", "pairs"] == 2 * 2 * 3  # seeds × TTA × tiles
     tree = out / "trees" / "task1-loso-b"
     assert {(s.split, s.domain) for s in discover(tree)} == {
         ("train", "a"), ("train", "c"), ("test", "b")}  # fmt: skip
@@ -113,3 +122,21 @@ def test_leave_one_source_out_on_a_single_task_tree(make_cosas_tree, tmp_path, c
 def test_evenly_spaced():
     assert evenly_spaced(range(10), 3) == [0, 4, 9]
     assert evenly_spaced([1, 2], None) == [1, 2] and evenly_spaced([1, 2], 5) == [1, 2]
+
+
+def test_runs_not_learnt_compares_in_domain_scores_with_the_trivial_predictors():
+    def record(strategy, stain, split, scores, tta=False):
+        images = [{"domain": "d", "id": str(i), "score": v} for i, v in enumerate(scores)]
+        return {"task": "task1", "strategy": strategy, "stain": stain, "tta": tta, "seed": 0,
+                "fold": 0, "split": split, "images": images}  # fmt: skip
+
+    records = [
+        record("standard", "none", "cv", [0.6, 0.8]),
+        record("standard", "macenko", "cv", [0.1, 0.2]),
+        record("standard", "none", "test", [0.5, 0.5]),
+        record("all-tumour", "–", "cv", [0.4, 0.5]),
+        record("all-background", "–", "cv", [0.0, 1.0]),
+    ]
+    failed = runs_not_learnt(records)
+    assert failed[["strategy", "stain"]].values.tolist() == [["standard", "macenko"]]
+    assert failed["trivial"].item() == 0.5

@@ -313,7 +313,7 @@ def test_09_stain_and_tta(book_out):
     # synthetic tier, held-out scanners: the whole grid, TTA off and on, and both baselines
     synthetic = read_jsonl(book_out / "09_ablation_synthetic" / "ablation.jsonl")
     table = ablation_table(synthetic)
-    assert list(table.columns[4:]) == ["3d-250", "leica-450", "motic", "unseen (all)"]
+    assert list(table.columns[5:]) == ["3d-250", "leica-450", "motic", "unseen (all)"]
     assert len(table) == 2 * 3 * 2 + 2
     assert (table[["3d-250", "leica-450", "motic"]] != "–").all().all()
     runs = book_out / "09_ablation_synthetic" / "runs"
@@ -323,7 +323,7 @@ def test_09_stain_and_tta(book_out):
     # open-tissue, leave one source out (two sources held out on ci); no cross-task there
     real = read_jsonl(book_out / "09_ablation_open_tissue" / "ablation.jsonl")
     table = ablation_table(real)
-    assert list(table.columns[4:]) == ["glas-colon", "ocdc-oral", "unseen (all)"]
+    assert list(table.columns[4:]) == ["in-domain (CV)", "glas-colon", "ocdc-oral", "unseen (all)"]
     assert set(table["strategy"]) == {"standard", "all-tumour", "all-background"}
     assert len(table) == 3 * 2 + 2 and {r["protocol"] for r in real} == {"loso"}
     assert "skipping cross-task" in text
@@ -335,3 +335,4 @@ def test_09_stain_and_tta(book_out):
                 change,
             )
     assert "mean |TTA − plain| on this tile" in text
+    assert text.count("runs not above the trivial predictors in-domain:") == 2

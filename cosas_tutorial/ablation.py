@@ -37,10 +37,15 @@ from .config import RunConfig
 from .data.cosas import DataError, discover
 from .data.layout import TASKS, Sample, pair_dirs
 from .evaluate import evaluate_samples
-from .experiment import _record, baseline_records, load_run, task_samples, train_run
-from .model import build_model
+from .experiment import (
+    _record,
+    baseline_records,
+    load_run,
+    task_samples,
+    train_run,
+    trained_folds,
+)
 from .results import BASELINES, append_records, fmt, read_records
-from .stain import load_normaliser
 from .strategies import get_strategy, other_task
 
 # What each stain-handling label sets in the run configuration.
@@ -135,14 +140,7 @@ def evaluate_unseen(run_dir: Path, data: Path, device: torch.device | None = Non
     manifest, config = load_run(run_dir)
     test = task_samples(discover(data), manifest["task"], "test")
     records = []
-    for model_file in sorted(run_dir.glob("fold*/model.pt")):
-        model = build_model(config.encoder, None)
-        model.load_state_dict(torch.load(model_file, map_location="cpu"))
-        model.to(device or torch.device("cpu"))
-        normaliser = load_normaliser(model_file.parent)
-        if config.stain_norm != "none" and normaliser is None:
-            raise FileNotFoundError(f"{model_file.parent}: no saved stain normaliser")
-        fold = int(model_file.parent.name.removeprefix("fold"))
+    for fold, model, normaliser in trained_folds(run_dir, config, device or torch.device("cpu")):
         for tta in (False, True):
             rows = evaluate_samples(
                 model,

@@ -133,6 +133,7 @@ def train_run(
             history += fit_stage(
                 model, tiles, config, device, fold_dir, stage.name, resume, progress
             )
+            del tiles  # free this stage's cache before the next stage fills its own
         torch.save(model.state_dict(), fold_dir / "model.pt")
         val = [train[i] for i in val_idx]
         rows = evaluate_samples(
@@ -193,6 +194,23 @@ def load_run(run_dir: Path) -> tuple[dict, RunConfig]:
     return manifest, RunConfig(**manifest["config"])
 
 
+def trained_folds(run_dir: Path, config: RunConfig, device: torch.device):
+    """Yield ``(fold, model, normaliser)`` for every ``fold*/model.pt`` of a run, the model on
+    ``device`` and the fold's saved stain normaliser (``None`` without stain normalisation)."""
+    for model_file in sorted(Path(run_dir).glob("fold*/model.pt")):
+        model = build_model(config.encoder, None)
+        model.load_state_dict(torch.load(model_file, map_location="cpu"))
+        model.to(device)
+        normaliser = load_normaliser(model_file.parent)
+        if config.stain_norm != "none" and normaliser is None:
+            warnings.warn(
+                f"{model_file.parent}: run trained with stain_norm={config.stain_norm!r} but "
+                "no stain normaliser saved (no tile with tissue?); evaluating without it",
+                stacklevel=3,
+            )
+        yield int(model_file.parent.name.removeprefix("fold")), model, normaliser
+
+
 def evaluate_run(
     run_dir: Path, data: Path, tta: bool | None = None, device: torch.device | None = None
 ) -> list[dict]:
@@ -206,17 +224,7 @@ def evaluate_run(
     if not test:
         raise DataError(f"{data}: no held-out (COSAS24-TestSet) images for {manifest['task']}")
     records = []
-    for model_file in sorted(run_dir.glob("fold*/model.pt")):
-        model = build_model(config.encoder, None)
-        model.load_state_dict(torch.load(model_file, map_location="cpu"))
-        model.to(device)
-        normaliser = load_normaliser(model_file.parent)
-        if config.stain_norm != "none" and normaliser is None:
-            warnings.warn(
-                f"{model_file.parent}: run trained with stain_norm={config.stain_norm!r} but "
-                "no stain normaliser saved (no tile with tissue?); evaluating without it",
-                stacklevel=2,
-            )
+    for fold, model, normaliser in trained_folds(run_dir, config, device):
         rows = evaluate_samples(
             model,
             test,
@@ -227,7 +235,6 @@ def evaluate_run(
             transform=normaliser,
             device=device,
         )
-        fold = int(model_file.parent.name.removeprefix("fold"))
         records.append(
             _record(config, manifest["task"], manifest["strategy"], fold, "test", rows, data)
         )

@@ -230,6 +230,7 @@ def test_prepare_records_sources_and_licences(open_tissue_tree, open_tissue_mirr
     assert "CC0" in record["domains"]["camelyon-node"]["licence"]
     assert len(record["files"]) == 262
     assert all(f["url"].startswith(open_tissue_mirror_url) for f in record["files"])
+    assert all(f["fetched"] for f in record["files"])  # a fresh folder: every file fetched
 
 
 def test_prepare_reuses_the_cache_and_rebuilds_domains(tmp_path, open_tissue_mirror_url):
@@ -244,6 +245,8 @@ def test_prepare_reuses_the_cache_and_rebuilds_domains(tmp_path, open_tissue_mir
     shutil.rmtree(mirror)  # from now on, only the cache can serve the files
     prepare(out, base_url=mirror.as_uri(), domains=["ocdc-oral"])
     assert {p: p.read_bytes() for p in files_under(oral)} == first
+    record = json.loads((out / "open_tissue.json").read_text())
+    assert record["files"] and not any(f["fetched"] for f in record["files"])
     assert {s.domain for s in discover(out)} == {"ocdc-oral"}
     assert check(out).ok
 

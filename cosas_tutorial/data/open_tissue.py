@@ -125,6 +125,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cached(entry: Entry, cache_dir: Path | str) -> Path | None:
+    """The cached copy of ``entry`` in ``cache_dir`` if it is there with the right sha256."""
+    target = Path(cache_dir) / entry.domain / entry.role / entry.name
+    return target if target.is_file() and _sha256(target) == entry.sha256 else None
+
+
 # Written by hand rather than with pooch (not a dependency): all we need is fetch, hash, and an
 # atomic rename, and urllib reads https:// and file:// (the local mirror in tests) alike.
 def download(entry: Entry, cache_dir: Path | str, base_url: str | None = None) -> Path:
@@ -135,9 +141,10 @@ def download(entry: Entry, cache_dir: Path | str, base_url: str | None = None) -
     :class:`ChecksumError` is raised and neither the temporary nor the final file remains.
     """
     url = entry.url(base_url)
-    target = Path(cache_dir) / entry.domain / entry.role / entry.name
-    if target.is_file() and _sha256(target) == entry.sha256:
+    target = cached(entry, cache_dir)
+    if target is not None:
         return target
+    target = Path(cache_dir) / entry.domain / entry.role / entry.name
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.name}.", suffix=".part")
     try:
@@ -190,7 +197,7 @@ def _select(domains) -> list[str]:
     return [d for d in DOMAINS if d in wanted]
 
 
-def _record(base_url: str, entries: list[Entry]) -> dict:
+def _record(base_url: str, entries: list[Entry], from_cache: set[Entry]) -> dict:
     domains = {}
     for entry in entries:
         info = domains.setdefault(
@@ -205,7 +212,9 @@ def _record(base_url: str, entries: list[Entry]) -> dict:
         "base_url": base_url,
         "label_note": LABEL_NOTE,
         "domains": domains,
-        "files": [{**asdict(e), "url": e.url(base_url)} for e in entries],
+        "files": [
+            {**asdict(e), "url": e.url(base_url), "fetched": e not in from_cache} for e in entries
+        ],
     }
 
 
@@ -228,9 +237,13 @@ def prepare(
     (out / RECORD_FILE).unlink(missing_ok=True)  # incomplete until written again at the end
     base = resolve_base_url(base_url)
     entries = [e for e in registry() if e.domain in wanted]
-    files = {}
+    files, from_cache = {}, set()
     for number, entry in enumerate(entries, 1):
-        files[entry] = download(entry, out / DOWNLOAD_DIR, base)
+        files[entry] = cached(entry, out / DOWNLOAD_DIR)
+        if files[entry] is None:
+            files[entry] = download(entry, out / DOWNLOAD_DIR, base)
+        else:
+            from_cache.add(entry)
         if progress:
             print(f"[{number}/{len(entries)}] {entry.domain}/{entry.name}", file=sys.stderr)
     task_dir = out / TRAIN_DIR / TASK
@@ -245,6 +258,6 @@ def prepare(
             pixels = _binary_mask(source, entry.domain)
         # Level 1 compresses nearly as well as the default level 6 on these tiles, twice as fast.
         Image.fromarray(pixels).save(folder / f"{entry.stem}.png", compress_level=1)
-    record = _record(base, entries)
+    record = _record(base, entries, from_cache)
     (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out

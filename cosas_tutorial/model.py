@@ -18,8 +18,33 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for but could not be fetched."""
 
 
+# The statistics smp's MiT ImageNet weights were trained with (written here because smp looks
+# them up on the model hub, which fails offline).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TumourFPN(smp.FPN):
+    """smp's FPN that takes RGB in [0, 1] and first standardises it with ImageNet statistics.
+
+    Inside the model, so that training, prediction and every notebook feed the same [0, 1]
+    tensors; the statistics are buffers outside the state dict (saved models stay plain smp).
+    Random initialisation learns faster from centred inputs too.
+    """
+
+    def __init__(self, encoder: str, weights: str | None):
+        super().__init__(encoder_name=encoder, encoder_weights=weights, classes=1)
+        shape = (1, 3, 1, 1)
+        mean, std = torch.tensor(IMAGENET_MEAN).view(shape), torch.tensor(IMAGENET_STD).view(shape)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward((x - self.pixel_mean) / self.pixel_std)
+
+
 def build_model(encoder: str = "mit_b0", weights: str | None = None) -> nn.Module:
-    """FPN + MiT with one output channel (tumour logit).
+    """FPN + MiT with one output channel (tumour logit), for RGB input in [0, 1].
 
     ``weights="imagenet"`` downloads ImageNet encoder weights from the model hub; if that fails the
     error says how to proceed instead of silently training from scratch.
@@ -27,7 +52,7 @@ def build_model(encoder: str = "mit_b0", weights: str | None = None) -> nn.Modul
     if encoder not in ENCODERS:
         raise ValueError(f"encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
     try:
-        return smp.FPN(encoder_name=encoder, encoder_weights=weights, classes=1)
+        return TumourFPN(encoder, weights)
     except Exception as err:  # network errors come in many types from the hub client
         if weights is None:
             raise

@@ -1,7 +1,10 @@
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
 from cosas_tutorial.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     WeightsUnavailableError,
     build_model,
     check_input_size,
@@ -35,3 +38,20 @@ def test_unreachable_weights_say_how_to_proceed(monkeypatch):
     monkeypatch.setenv("HF_HOME", "/nonexistent-cosas-test-cache")
     with pytest.raises(WeightsUnavailableError, match="--weights none"):
         build_model("mit_b0", weights="imagenet")
+
+
+def test_model_standardises_its_input_with_imagenet_statistics():
+    model = build_model("mit_b0").eval()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model(x)
+        by_hand = smp.FPN.forward(model, (x - mean) / std)  # the plain smp forward
+        unscaled = smp.FPN.forward(model, x)
+    assert torch.allclose(ours, by_hand, atol=1e-5)
+    assert not torch.allclose(ours, unscaled, atol=1e-3)
+    # the statistics are not saved: a state dict loads into a plain smp FPN and back
+    plain = smp.FPN(encoder_name="mit_b0", encoder_weights=None, classes=1)
+    plain.load_state_dict(model.state_dict())
+    build_model("mit_b0").load_state_dict(plain.state_dict())

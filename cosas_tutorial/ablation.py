@@ -36,11 +36,11 @@ import torch
 from .config import RunConfig
 from .data.cosas import DataError, discover
 from .data.layout import TASKS, Sample, pair_dirs
-from .evaluate import evaluate_samples
 from .experiment import (
     _record,
     baseline_records,
     load_run,
+    score_samples,
     task_samples,
     train_run,
     trained_folds,
@@ -142,17 +142,8 @@ def evaluate_unseen(run_dir: Path, data: Path, device: torch.device | None = Non
     records = []
     for fold, model, normaliser in trained_folds(run_dir, config, device or torch.device("cpu")):
         for tta in (False, True):
-            rows = evaluate_samples(
-                model,
-                test,
-                config.crop_size,
-                config.tile_scale,
-                config.threshold,
-                tta,
-                transform=normaliser,
-                device=device,
-            )
             run_config = config.replace(tta=tta)
+            rows = score_samples(model, test, run_config, normaliser, device)
             record = _record(run_config, manifest["task"], manifest["strategy"], fold, "test",
                              rows, data)  # fmt: skip
             records.append(record)

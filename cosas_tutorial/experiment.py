@@ -136,16 +136,7 @@ def train_run(
             del tiles  # free this stage's cache before the next stage fills its own
         torch.save(model.state_dict(), fold_dir / "model.pt")
         val = [train[i] for i in val_idx]
-        rows = evaluate_samples(
-            model,
-            val,
-            config.crop_size,
-            config.tile_scale,
-            config.threshold,
-            config.tta,
-            transform=normaliser,
-            device=device,
-        )
+        rows = score_samples(model, val, config, normaliser, device)
         records.append(_record(config, task, strategy, fold, "cv", rows, data, history))
     append_records(run_dir / RECORDS_FILE, records)
     return records
@@ -194,6 +185,21 @@ def load_run(run_dir: Path) -> tuple[dict, RunConfig]:
     return manifest, RunConfig(**manifest["config"])
 
 
+def score_samples(model, samples, config: RunConfig, normaliser, device) -> list[dict]:
+    """Per-image scores of ``model`` on ``samples`` with the run's prediction settings (crop,
+    tile scale, threshold, TTA) and the fold's stain normaliser (or ``None``)."""
+    return evaluate_samples(
+        model,
+        samples,
+        config.crop_size,
+        config.tile_scale,
+        config.threshold,
+        config.tta,
+        transform=normaliser,
+        device=device,
+    )
+
+
 def trained_folds(run_dir: Path, config: RunConfig, device: torch.device):
     """Yield ``(fold, model, normaliser)`` for every ``fold*/model.pt`` of a run, the model on
     ``device`` and the fold's saved stain normaliser (``None`` without stain normalisation)."""
@@ -225,16 +231,7 @@ def evaluate_run(
         raise DataError(f"{data}: no held-out (COSAS24-TestSet) images for {manifest['task']}")
     records = []
     for fold, model, normaliser in trained_folds(run_dir, config, device):
-        rows = evaluate_samples(
-            model,
-            test,
-            config.crop_size,
-            config.tile_scale,
-            config.threshold,
-            config.tta,
-            transform=normaliser,
-            device=device,
-        )
+        rows = score_samples(model, test, config, normaliser, device)
         records.append(
             _record(config, manifest["task"], manifest["strategy"], fold, "test", rows, data)
         )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import cosas_tutorial.train as train_module
-from cosas_tutorial.config import get_profile
+from cosas_tutorial.config import PROFILES, get_profile
 from cosas_tutorial.data.cosas import discover
 from cosas_tutorial.data.tiles import TileCache
 from cosas_tutorial.env import seed_everything
@@ -62,3 +62,12 @@ def test_training_lowers_the_loss(tiny_synthetic):
     config = config.replace(epochs=3, steps_per_epoch=6, lr=1e-3)
     history = fit(model, tiles, config, CPU, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_profile_synthetic_tiles_rescale_to_about_one_crop(name):
+    """A synthetic tile, rescaled by the profile's tile_scale, must hold a training crop: a
+    tile much smaller than the crop trains mostly on padding."""
+    config = PROFILES[name]
+    scaled = config.synthetic_size * config.tile_scale
+    assert 0.9 * config.crop_size <= scaled <= 1.5 * config.crop_size, (name, scaled)

@@ -1,8 +1,9 @@
 """Training throughput: the model-only ceiling, the cosas trainer, a DataLoader baseline.
 
     python benchmarks/train_throughput.py [--device cuda] [--encoder mit_b2] [--crop 512]
-        [--batch 16] [--tile 1500] [--tiles 32] [--steps N] [--warmup N] [--runs N]
-        [--workers 2] [--compile] [--no-amp] [--tiny] [--data DIR] [--json PATH]
+        [--batch 16] [--tile 1500] [--tiles 32] [--steps N] [--rounds N] [--warmup N]
+        [--baseline-steps N] [--runs N] [--workers 2] [--compile] [--no-amp] [--tiny]
+        [--data DIR] [--json PATH]
 
 Measures in one run, on one device, images per second of:
 
@@ -10,13 +11,14 @@ Measures in one run, on one device, images per second of:
    on random tensors already on the device;
 2. the cosas trainer end to end: synthetic tiles of COSAS size as PNG files on disk → uint8
    tensor cache on the device → crops and augmentation on the device → the same step
-   (``cosas_tutorial.train.fit``, second epoch; the first is the warm-up);
+   (``cosas_tutorial.train.fit``, one epoch per round after a warm-up epoch);
 3. a conventional baseline: a torch DataLoader (``--workers``, 2 by default, like Colab's two
    cores) whose workers decode each PNG with OpenCV and augment it with albumentations on the
    CPU, uint8 batches sent to the device, then the same step;
 
-and prints the ratios 2/1 (how close the trainer gets to the model's own speed) and 2/3 (its
-speed-up over the baseline). It also times sliding-window prediction of one tile
+Paths 1 and 2 are timed in alternating rounds and reported as the median round (each round is
+printed too). It prints the ratios 2/1 (how close the trainer gets to the model's own speed)
+and 2/3 (its speed-up over the baseline). It also times sliding-window prediction of one tile
 (``cosas_tutorial.evaluate.predict_tile``, window = crop, no TTA, autocast on a GPU): the mean
 of ``--runs`` runs after a warm-up (the whole tile on a GPU, one window on the CPU), each ending
 with the probability map on the host. On CUDA it also counts host-device synchronisations of
@@ -31,9 +33,10 @@ upscaled (bicubic) with ±4 grey levels of pixel noise, so that decoding costs w
 tile costs rather than a smooth one (≈3.8 MB per 1500² PNG). ``--data`` keeps them for reuse.
 
 Defaults depend on the device: on CUDA the target setting (mit_b2, 512² crops, batch 16, 32
-tiles of 1500², 30 timed steps); on the CPU mit_b0, 128² crops, batch 8, 8 tiles of 1500², 8
-steps; ``--tiny`` (mit_b0, 64² crops, batch 4, 4 tiles of 160²) is the smoke test of
-``make test``. Nothing here needs the internet, papermill or a notebook.
+tiles of 1500², 3 rounds of 60 timed steps, 20 for the baseline); on the CPU mit_b0, 128²
+crops, batch 8, 8 tiles of 1500², 2 rounds of 8 steps; ``--tiny`` (mit_b0, 64² crops,
+batch 4, 4 tiles of 160²) is the smoke test of ``make test``. Nothing here needs the internet,
+papermill or a notebook.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -71,12 +75,45 @@ TRAINER = "cosas trainer (cache + device augmentation)"
 SYNC_WARNING = "called a synchronizing CUDA operation"
 SCALE_RANGE = (0.8, 1.25)  # as cosas_tutorial.data.tiles.sample_batch
 
-DEFAULTS = {  # device type -> settings; --tiny overrides both
+# device type -> settings; --tiny overrides both. On a GPU one 30-step window (≈ 2 s) moved by
+# ±10 % between runs, so the ceiling and the trainer are timed in alternating rounds of 60 steps.
+DEFAULTS = {
     "cuda": dict(
-        encoder="mit_b2", crop=512, batch=16, tile=1500, tiles=32, steps=30, warmup=5, runs=10
+        encoder="mit_b2",
+        crop=512,
+        batch=16,
+        tile=1500,
+        tiles=32,
+        steps=60,
+        rounds=3,
+        warmup=10,
+        baseline_steps=20,
+        runs=10,
     ),
-    "cpu": dict(encoder="mit_b0", crop=128, batch=8, tile=1500, tiles=8, steps=8, warmup=2, runs=2),
-    "tiny": dict(encoder="mit_b0", crop=64, batch=4, tile=160, tiles=4, steps=2, warmup=1, runs=2),
+    "cpu": dict(
+        encoder="mit_b0",
+        crop=128,
+        batch=8,
+        tile=1500,
+        tiles=8,
+        steps=8,
+        rounds=2,
+        warmup=2,
+        baseline_steps=8,
+        runs=2,
+    ),
+    "tiny": dict(
+        encoder="mit_b0",
+        crop=64,
+        batch=4,
+        tile=160,
+        tiles=4,
+        steps=2,
+        rounds=2,
+        warmup=1,
+        baseline_steps=2,
+        runs=2,
+    ),
 }
 
 
@@ -92,8 +129,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--tile", type=int, help="synthetic tile side (COSAS: 1500)")
     parser.add_argument("--tiles", type=int, help="number of synthetic tiles")
-    parser.add_argument("--steps", type=int, help="timed steps per path")
-    parser.add_argument("--warmup", type=int, help="untimed steps before each timing")
+    parser.add_argument("--steps", type=int, help="timed steps per round (paths 1 and 2)")
+    parser.add_argument("--rounds", type=int, help="alternating timed rounds of paths 1 and 2")
+    parser.add_argument("--warmup", type=int, help="untimed steps before each path's timing")
+    parser.add_argument("--baseline-steps", type=int, help="timed steps of path 3 (slow)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (baseline)")
     parser.add_argument("--runs", type=int, help="timed sliding-window predictions")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
@@ -148,24 +187,23 @@ def write_tiles(folder: Path, count: int, side: int) -> list[Sample]:
 # The three paths
 
 
-def run_ceiling(model, config, device, steps: int, warmup: int) -> float:
-    step = TrainStep(model, config, device, total_steps=steps + warmup)
-    g = torch.Generator(device=device).manual_seed(0)
+def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
+    """Paths 1 and 2, each warmed up, then timed in ``rounds`` alternating rounds of
+    ``config.steps_per_epoch`` steps (so a drift of the machine hits both alike).
+
+    Path 1 steps one ``TrainStep`` on a fixed random batch already on the device; path 2 is one
+    epoch of ``fit`` per round (its own timer stops after the epoch's losses reach the host).
+    """
     shape = (config.batch_size, 3, config.crop_size, config.crop_size)
+    g = torch.Generator(device=device).manual_seed(0)
     images = torch.rand(shape, generator=g, device=device)
     masks = (torch.rand(shape[0], 1, *shape[2:], generator=g, device=device) > 0.5).float()
+    steps = config.steps_per_epoch
+    ceiling_step = TrainStep(model, config, device, total_steps=warmup + rounds * steps)
     model.train()
     for _ in range(warmup):
-        step(images, masks)
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step(images, masks)
-    sync(device)
-    return steps * config.batch_size / (time.perf_counter() - started)
+        ceiling_step(images, masks)
 
-
-def run_trainer(model, samples, config, device) -> tuple[float, dict]:
     started = time.perf_counter()
     cache = TileCache(samples, 1.0, device=device, progress=False)
     cache_info = {
@@ -174,12 +212,23 @@ def run_trainer(model, samples, config, device) -> tuple[float, dict]:
         "where": "pinned host memory" if cache.pinned else str(cache.device),
         "fill_seconds": time.perf_counter() - started,
     }
-    history = fit(model, cache, config.replace(epochs=2), device, progress=False)
-    seconds = history[-1]["seconds"]  # the second epoch; the first was the warm-up
+    fit(model, cache, config.replace(epochs=1, steps_per_epoch=warmup), device, progress=False)
+
+    rates = {CEILING: [], TRAINER: []}
+    for _ in range(rounds):
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            ceiling_step(images, masks)
+        sync(device)
+        rates[CEILING].append(steps * config.batch_size / (time.perf_counter() - started))
+        epoch = fit(model, cache, config.replace(epochs=1), device, progress=False)[-1]
+        rates[TRAINER].append(steps * config.batch_size / epoch["seconds"])
+
     cache_info["data_ms_per_batch"] = time_data_path(cache, config, device)
     if device.type == "cuda":
         cache_info["syncs_per_step"] = count_syncs(model, cache, config, device)
-    return config.steps_per_epoch * config.batch_size / seconds, cache_info
+    return {"rounds": rates, "cache": cache_info}
 
 
 def time_data_path(cache, config, device, batches: int = 5) -> float:
@@ -333,7 +382,8 @@ def report(result: dict) -> str:
         f"device: {result['device']} ({result['device_name']}), torch {result['torch']}, "
         f"{result['date']}",
         f"setting: FPN + {s['encoder']}, {s['crop']}² crops, batch {s['batch']}, "
-        f"{s['tiles']} tiles of {s['tile']}² (PNG), {s['steps']} timed steps, "
+        f"{s['tiles']} tiles of {s['tile']}² (PNG), {s['rounds']} rounds of {s['steps']} timed "
+        f"steps (paths 1, 2), {s['baseline_steps']} (path 3), "
         f"{result['precision']}, channels_last {'on' if s['channels_last'] else 'off'}, "
         f"compile {'on' if s['compile'] else 'off'}",
         f"tile cache: {result['cache']['mib']:.0f} MiB in {result['cache']['where']}, "
@@ -348,10 +398,11 @@ def report(result: dict) -> str:
         )
     lines += [
         "",
-        f"{'path':<52}{'images/s':>10}",
+        f"{'path':<52}{'images/s':>10}  rounds (median above)",
     ]
     for i, (name, rate) in enumerate(result["rows"].items(), start=1):
-        lines.append(f"{i} {name:<50}{rate:>10.1f}")
+        rounds = " ".join(f"{r:.1f}" for r in result["rounds"].get(name, []))
+        lines.append(f"{i} {name:<50}{rate:>10.1f}  {rounds}".rstrip())
     lines += [
         "",
         f"ratio 2/1: {result['ratios']['2/1']:.2f}",
@@ -382,19 +433,17 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         crop_size=args.crop,
         batch_size=args.batch,
         epochs=2,
-        steps_per_epoch=max(args.steps, args.warmup),
+        steps_per_epoch=args.steps,
         stain_aug="hed",
         amp=not args.no_amp,
         compile=args.compile,
     )
     samples = write_tiles(folder, args.tiles, args.tile)
     model = build_model(args.encoder)
-    ceiling = run_ceiling(
-        model, config.replace(steps_per_epoch=args.steps), device, args.steps, args.warmup
-    )
-    trainer, cache = run_trainer(model, samples, config.replace(steps_per_epoch=args.steps), device)
+    paths = run_paths(model, samples, config, device, args.rounds, args.warmup)
+    ceiling, trainer = (statistics.median(paths["rounds"][name]) for name in (CEILING, TRAINER))
     baseline = run_baseline(
-        model, samples, config, device, args.steps, args.warmup, args.workers, args.tile
+        model, samples, config, device, args.baseline_steps, args.warmup, args.workers, args.tile
     )
     predict = time_prediction(model, read_image(samples[0].image), args.crop, device, args.runs)
     amp = autocast_dtype(device) if config.amp else None
@@ -413,7 +462,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
             "tile": args.tile,
             "tiles": args.tiles,
             "steps": args.steps,
+            "rounds": args.rounds,
             "warmup": args.warmup,
+            "baseline_steps": args.baseline_steps,
             "workers": args.workers,
             "channels_last": device.type == "cuda" and config.channels_last,
             "compile": device.type == "cuda" and config.compile,
@@ -424,8 +475,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
             TRAINER: trainer,
             baseline_label(args.workers): baseline,
         },
+        "rounds": paths["rounds"],
         "ratios": {"2/1": trainer / ceiling, "2/3": trainer / baseline},
-        "cache": cache,
+        "cache": paths["cache"],
         "predict": predict,
     }
 

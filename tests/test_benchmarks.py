@@ -36,7 +36,12 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert list(result["rows"]) == list(ROWS)
     assert all(rate > 0 for rate in result["rows"].values())
+    for name, rounds in result["rounds"].items():  # the rows of paths 1 and 2: median rounds
+        assert len(rounds) == result["settings"]["rounds"] == 2
+        assert min(rounds) <= result["rows"][name] <= max(rounds)
+    assert set(result["rounds"]) == set(ROWS[:2])
     assert set(result["ratios"]) == {"2/1", "2/3"}
+    assert result["ratios"]["2/1"] == result["rows"][ROWS[1]] / result["rows"][ROWS[0]]
     assert all(ratio > 0 for ratio in result["ratios"].values())
     assert result["predict"]["ms_mean"] > 0 and result["predict"]["tta"] is False
     assert result["cache"]["data_ms_per_batch"] > 0

@@ -59,6 +59,7 @@ class TrainStep:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, cyclic_cosine(total_steps, config.lr_cycles)
         )
+        self.last_lr = self.scheduler.get_last_lr()[0]
         self.amp_dtype = autocast_dtype(self.device) if config.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.loss_fn = nn.BCEWithLogitsLoss()
@@ -78,6 +79,7 @@ class TrainStep:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimiser)
         self.scaler.update()
+        self.last_lr = self.scheduler.get_last_lr()[0]  # the rate this step used (a host float)
         self.scheduler.step()
         return loss.detach()
 
@@ -149,7 +151,7 @@ def fit(
                 "stage": stage,
                 "epoch": epoch + 1,
                 "loss": mean_loss,
-                "lr_end": step.scheduler.get_last_lr()[0],
+                "lr_end": step.last_lr,  # of the epoch's last step
                 "seconds": time.perf_counter() - started,
                 "amp": step.precision,
             }

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "train_throughput.py"
 ROWS = (
     "model-only ceiling",
     "cosas trainer (cache + device augmentation)",
@@ -51,3 +52,29 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
         assert row in printed
     assert "ratio 2/1:" in printed and "ratio 2/3:" in printed
     assert "sliding-window prediction" in printed
+
+
+def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "GPU_CHECK_SMOKE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "OUT": str(out),
+        "WORK": str(tmp_path / "work"),
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (out / "gpu_check.log").read_text()
+    assert "gpu_check: all steps passed" in log and "ratio 2/1:" in log
+    assert json.loads((out / "bench-eager.json").read_text())["device"] == "cpu"
+    records = [json.loads(line) for line in (out / "train-records.jsonl").read_text().splitlines()]
+    assert records and all(r["history"][-1]["amp"] == "fp32" for r in records)  # CPU: fp32

@@ -34,6 +34,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_synthetic, tmp_pa
     history = fit(model, tiles, config, CPU, tmp_path / "a.ckpt", progress=False)
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(math.isfinite(h["loss"]) for h in history) and history[-1]["amp"] == "fp32"
+    # the rate of each epoch's last step (4 steps, one cosine cycle): annealed, not restarted
+    factor = cyclic_cosine(total_steps=4, cycles=1)
+    assert [h["lr_end"] for h in history] == pytest.approx(
+        [config.lr * factor(1), config.lr * factor(3)]
+    )
 
     model_b, tiles_b, _ = _fresh(tiny_synthetic)
     real_sample_batch, calls = train_module.sample_batch, []

@@ -98,7 +98,7 @@ PROFILES: dict[str, RunConfig] = {
         steps_per_epoch=40,
         folds=5,
         run_folds=1,
-        synthetic_tiles=40,  # 11 domains x 40 tiles of 1024²: ≈ 5 min to generate on one core
+        synthetic_tiles=40,  # 11 domains x 40 tiles of 1024²: ≈ 3 min to generate on two cores
         synthetic_size=1024,
     ),
     "paper": RunConfig(

@@ -124,6 +124,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_tree, tmp_path):
     assert len({other[name] for name in images}) == len(images)
 
 
+def test_threads_write_the_same_bytes_as_one(tmp_path):
+    one = generate(tmp_path / "one", tiles=2, size=64, seed=5, workers=1)
+    assert _files(generate(tmp_path / "four", tiles=2, size=64, seed=5, workers=4)) == _files(one)
+
+
 def test_ids_and_layout_do_not_depend_on_shift():
     assert tile_id(0, "task2", "motic", 5) == tile_id(0, "task2", "motic", 5)
     assert tile_id(0, "task2", "motic", 5) != tile_id(1, "task2", "motic", 5)

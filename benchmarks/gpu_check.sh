@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of the benchmark in one run, one step at a time so that nothing else competes
-# for the card or the cores while a step is timed (each step has a time limit; together 11 min):
+# for the card or the cores while a step is timed (each step has its own time limit):
 #   1. train_throughput.py at the target setting (mit_b2, 512² crops, batch 16, bf16, eager);
-#   2. the CUDA-only test: cutting and augmenting a batch never waits for the GPU;
+#   2. profile_step.py: where a step's time goes (host or GPU), ceiling beside trainer;
+#      then the CUDA-only test: cutting and augmenting a batch never waits for the GPU;
 #   3. a short `cosas train --profile gpu` on synthetic data (2 epochs, random init: no internet
 #      needed; 6 tiles per domain, since its 5 folds need 5); its record says which precision
 #      the steps ran in;
@@ -54,6 +55,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log it, stop th
 
 step "benchmark, eager" 150 "$PY" benchmarks/train_throughput.py "${BENCH[@]}" \
     --data "$WORK/tiles" --json "$OUT/bench-eager.json"
+step "profile of one step, eager" 120 "$PY" benchmarks/profile_step.py "${BENCH[@]}" \
+    --data "$WORK/tiles" --json "$OUT/profile-eager.json"
 if [[ -z "${GPU_CHECK_SMOKE:-}" ]]; then
     step "CUDA-only test" 45 "$PY" -m pytest -q -p no:cacheprovider tests/test_tiles.py -k never_waits
 fi

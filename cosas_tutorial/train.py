@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from .augment import augment_batch
@@ -15,6 +16,7 @@ from .config import RunConfig
 from .data.tiles import FileTiles, sample_batch
 from .env import autocast_dtype
 
+BATCH_LABEL, STEP_LABEL = "cosas.batch", "cosas.step"
 LOSS_EVERY = 10  # the progress bar shows the loss of every 10th step (reading it waits for the GPU)
 
 
@@ -139,10 +141,13 @@ def fit(
             desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
         )
         for i in bar:
-            images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
-            if config.augment:
-                images, masks = augment_batch(images, masks, g, config.stain_aug)
-            losses.append(step(images, masks))
+            # labels for torch.profiler (benchmarks/profile_step.py); ≈ 8 µs each otherwise
+            with record_function(BATCH_LABEL):
+                images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
+                if config.augment:
+                    images, masks = augment_batch(images, masks, g, config.stain_aug)
+            with record_function(STEP_LABEL):
+                losses.append(step(images, masks))
             if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{losses[-1].item():.3f}")
         mean_loss = torch.stack(losses).double().mean().item()  # waits for the epoch's steps

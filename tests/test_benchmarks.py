@@ -59,6 +59,27 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     assert "sliding-window prediction" in printed
 
 
+def test_step_profile_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "profile.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "profile_step.py"), "--tiny", "--device", "cpu"]
+        + ["--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cpu_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == list(ROWS[:2])
+    assert rows[ROWS[0]]["host_batch_ms"] is None  # the ceiling cuts no batches
+    assert rows[ROWS[1]]["host_batch_ms"] > 0  # fit's batch label was seen by the profiler
+    for row in rows.values():
+        assert 0 < row["host_step_ms"] <= row["wall_ms"] * 1.05
+    assert all(name in done.stdout for name in ROWS[:2])
+
+
 def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     out = tmp_path / "out"
     env = cpu_env(
@@ -75,5 +96,6 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     log = (out / "gpu_check.log").read_text()
     assert "gpu_check: all steps passed" in log and "ratio 2/1:" in log
     assert json.loads((out / "bench-eager.json").read_text())["device"] == "cpu"
+    assert json.loads((out / "profile-eager.json").read_text())["device"] == "cpu"
     records = [json.loads(line) for line in (out / "train-records.jsonl").read_text().splitlines()]
     assert records and all(r["history"][-1]["amp"] == "fp32" for r in records)  # CPU: fp32

@@ -1,0 +1,171 @@
+"""Where a training step's time goes: the model-only step beside the trainer's, profiled.
+
+    python benchmarks/profile_step.py [--device cuda] [--steps 20] [--compile] [--tiny]
+        [--data DIR] [--json PATH]
+
+Runs paths 1 and 2 of ``train_throughput.py`` (same settings and defaults, same synthetic
+tiles) under ``torch.profiler``, after a warm-up of each: ``--steps`` steps of the model-only
+``TrainStep`` on a fixed batch on the device, then one ``fit`` epoch of ``--steps`` steps on the
+tile cache. Per step it prints the wall time, the host time of the step and of the batch (the
+``cosas.step`` and ``cosas.batch`` labels of ``fit``) and, on CUDA, the GPU's busy time (the sum
+of its kernel and copy times) and the number of kernels.
+
+Reading it: a GPU busy for most of a step's wall time bounds the step; a GPU busy for far less
+waits for the host (Python and operator dispatch issuing the kernels), and then each operator
+the data path adds costs the trainer time that the ceiling does not pay. Times are under the
+profiler, which adds a little host time to every operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
+from train_throughput import CEILING, DEFAULTS, TRAINER, sync, write_tiles
+
+from cosas_tutorial.config import RunConfig
+from cosas_tutorial.data.tiles import TileCache
+from cosas_tutorial.env import pick_device
+from cosas_tutorial.model import build_model
+from cosas_tutorial.train import BATCH_LABEL, STEP_LABEL, TrainStep, fit
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--steps", type=int, help="profiled steps per path (default 20; tiny 2)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU smoke test")
+    parser.add_argument("--data", type=Path, help="folder for the tiles (default: temporary)")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+    args.device = pick_device(args.device)
+    args.settings = DEFAULTS["tiny" if args.tiny else args.device.type]
+    args.steps = args.steps or (2 if args.tiny else 20)
+    return args
+
+
+def summarise(prof, steps: int, seconds: float, cuda: bool) -> dict:
+    """Per-step figures of one profiled loop (times in ms)."""
+    events = prof.key_averages()
+    host = {
+        e.key: e.cpu_time_total / 1000 / steps for e in events if e.key in (BATCH_LABEL, STEP_LABEL)
+    }
+    row = {
+        "wall_ms": 1000 * seconds / steps,
+        "host_step_ms": host.get(STEP_LABEL),
+        "host_batch_ms": host.get(BATCH_LABEL),
+    }
+    if cuda:
+        on_gpu = [e for e in events if e.device_type == DeviceType.CUDA]
+        row["gpu_busy_ms"] = sum(e.self_device_time_total for e in on_gpu) / 1000 / steps
+        row["gpu_busy_share"] = row["gpu_busy_ms"] / row["wall_ms"]
+        row["kernels"] = sum(e.count for e in on_gpu) / steps
+    return row
+
+
+def profiled(work, steps: int, device: torch.device) -> dict:
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        work()
+        sync(device)
+        seconds = time.perf_counter() - started
+    return summarise(prof, steps, seconds, cuda)
+
+
+def run(args: argparse.Namespace, folder: Path) -> dict:
+    s, device, steps = args.settings, args.device, args.steps
+    config = RunConfig(
+        profile="benchmark",
+        encoder=s["encoder"],
+        crop_size=s["crop"],
+        batch_size=s["batch"],
+        epochs=1,
+        steps_per_epoch=steps,
+        stain_aug="hed",
+        compile=args.compile,
+    )
+    samples = write_tiles(folder, s["tiles"], s["tile"])
+    model = build_model(s["encoder"])
+    shape = (config.batch_size, 3, config.crop_size, config.crop_size)
+    images = torch.rand(shape, device=device)
+    masks = (torch.rand(shape[0], 1, *shape[2:], device=device) > 0.5).float()
+    step = TrainStep(model, config, device, total_steps=2 * steps)
+    model.train()
+
+    def ceiling():
+        for _ in range(steps):
+            with record_function(STEP_LABEL):
+                step(images, masks)
+
+    cache = TileCache(samples, 1.0, device=device, progress=False)
+
+    def trainer():
+        fit(model, cache, config, device, progress=False)
+
+    ceiling()  # warm-up of both paths
+    trainer()
+    rows = {CEILING: profiled(ceiling, steps, device), TRAINER: profiled(trainer, steps, device)}
+    return {
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "torch": torch.__version__,
+        "settings": {
+            **{key: s[key] for key in ("encoder", "crop", "batch", "tile", "tiles")},
+            "steps": steps,
+            "compile": device.type == "cuda" and args.compile,
+        },
+        "rows": rows,
+    }
+
+
+def _cell(row: dict, key: str, width: int, fmt: str = "{:.1f}") -> str:
+    value = row.get(key)
+    return f"{'–' if value is None else fmt.format(value):>{width}}"
+
+
+def report(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        f"device: {result['device']} ({result['device_name']}), torch {result['torch']}; "
+        f"FPN + {s['encoder']}, {s['crop']}² crops, batch {s['batch']}, {s['steps']} profiled "
+        f"steps per path, compile {'on' if s['compile'] else 'off'}",
+        "",
+        f"{'per step, under the profiler':<46}{'wall ms':>9}{'host: step':>12}{'batch':>8}"
+        f"{'GPU busy ms':>13}{'busy':>7}{'kernels':>9}",
+    ]
+    for i, (name, row) in enumerate(result["rows"].items(), start=1):
+        lines.append(
+            f"{i} {name:<44}{_cell(row, 'wall_ms', 9)}{_cell(row, 'host_step_ms', 12)}"
+            f"{_cell(row, 'host_batch_ms', 8)}{_cell(row, 'gpu_busy_ms', 13)}"
+            f"{_cell(row, 'gpu_busy_share', 7, '{:.0%}')}{_cell(row, 'kernels', 9, '{:.0f}')}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.data is not None:
+        args.data.mkdir(parents=True, exist_ok=True)
+        result = run(args, args.data)
+    else:
+        with tempfile.TemporaryDirectory(prefix="cosas-profile-") as tmp:
+            result = run(args, Path(tmp))
+    print(report(result), flush=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

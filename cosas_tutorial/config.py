@@ -80,7 +80,9 @@ PROFILES: dict[str, RunConfig] = {
     ),
     "cpu": RunConfig(
         profile="cpu",
-        tile_scale=0.375,
+        # Task-1 unseen score on the demo tree (standard; "all tumour" scores 0.460): 0.338 at
+        # tile_scale 0.375, 0.524 at 0.5, 0.559 at 0.625, 0.583 at 0.75, at the same run time.
+        tile_scale=0.75,
         crop_size=96,
         batch_size=8,
         epochs=8,

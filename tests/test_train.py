@@ -70,9 +70,8 @@ def test_training_lowers_the_loss(tiny_synthetic):
 
 
 @pytest.mark.parametrize("name", list(PROFILES))
-def test_profile_synthetic_tiles_rescale_to_about_one_crop(name):
+def test_profile_synthetic_tiles_hold_a_crop(name):
     """A synthetic tile, rescaled by the profile's tile_scale, must hold a training crop: a
     tile much smaller than the crop trains mostly on padding."""
     config = PROFILES[name]
-    scaled = config.synthetic_size * config.tile_scale
-    assert 0.9 * config.crop_size <= scaled <= 1.5 * config.crop_size, (name, scaled)
+    assert config.synthetic_size * config.tile_scale >= 0.9 * config.crop_size, name

@@ -19,15 +19,13 @@ profiler, which adds a little host time to every operator.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
-from train_throughput import CEILING, DEFAULTS, TRAINER, sync, write_tiles
+from train_throughput import CEILING, DEFAULTS, TRAINER, run_and_report, sync, write_tiles
 
 from cosas_tutorial.config import RunConfig
 from cosas_tutorial.data.tiles import TileCache
@@ -153,18 +151,7 @@ def report(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.data is not None:
-        args.data.mkdir(parents=True, exist_ok=True)
-        result = run(args, args.data)
-    else:
-        with tempfile.TemporaryDirectory(prefix="cosas-profile-") as tmp:
-            result = run(args, Path(tmp))
-    print(report(result), flush=True)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return run_and_report(parse_args(argv), run, report, "cosas-profile-")
 
 
 if __name__ == "__main__":

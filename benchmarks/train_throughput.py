@@ -482,19 +482,25 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def run_and_report(args: argparse.Namespace, run, report, prefix: str) -> dict:
+    """``run(args, folder)`` with the tiles in ``args.data`` (or a temporary folder), then print
+    ``report(result)`` and write the result to ``args.json`` if given (shared by the scripts
+    of benchmarks/)."""
     if args.data is not None:
         args.data.mkdir(parents=True, exist_ok=True)
         result = run(args, args.data)
     else:
-        with tempfile.TemporaryDirectory(prefix="cosas-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             result = run(args, Path(tmp))
     print(report(result), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def main(argv=None) -> dict:
+    return run_and_report(parse_args(argv), run, report, "cosas-bench-")
 
 
 if __name__ == "__main__":

@@ -28,17 +28,23 @@ def cpu_env(**extra) -> dict:
     }
 
 
-def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
-    out = tmp_path / "bench.json"
+def run_tiny(script: Path, out: Path) -> subprocess.CompletedProcess:
+    """A benchmark script at tiny size on the CPU, its JSON written to ``out``; it must succeed."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out)],
+        [sys.executable, str(script), "--tiny", "--device", "cpu", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
         env=cpu_env(),
-        cwd=tmp_path,
+        cwd=out.parent,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_tiny(SCRIPT, out)
     result = json.loads(out.read_text())
     assert list(result["rows"]) == list(ROWS)
     assert all(rate > 0 for rate in result["rows"].values())
@@ -61,16 +67,7 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
 
 def test_step_profile_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "profile.json"
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "profile_step.py"), "--tiny", "--device", "cpu"]
-        + ["--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=cpu_env(),
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_tiny(BENCHMARKS / "profile_step.py", out)
     rows = json.loads(out.read_text())["rows"]
     assert list(rows) == list(ROWS[:2])
     assert rows[ROWS[0]]["host_batch_ms"] is None  # the ceiling cuts no batches

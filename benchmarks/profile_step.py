@@ -25,9 +25,17 @@ from pathlib import Path
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
-from train_throughput import CEILING, DEFAULTS, TRAINER, run_and_report, sync, write_tiles
+from train_throughput import (
+    CEILING,
+    DEFAULTS,
+    TRAINER,
+    benchmark_config,
+    random_batch,
+    run_and_report,
+    sync,
+    write_tiles,
+)
 
-from cosas_tutorial.config import RunConfig
 from cosas_tutorial.data.tiles import TileCache
 from cosas_tutorial.env import pick_device
 from cosas_tutorial.model import build_model
@@ -82,21 +90,10 @@ def profiled(work, steps: int, device: torch.device) -> dict:
 
 def run(args: argparse.Namespace, folder: Path) -> dict:
     s, device, steps = args.settings, args.device, args.steps
-    config = RunConfig(
-        profile="benchmark",
-        encoder=s["encoder"],
-        crop_size=s["crop"],
-        batch_size=s["batch"],
-        epochs=1,
-        steps_per_epoch=steps,
-        stain_aug="hed",
-        compile=args.compile,
-    )
+    config = benchmark_config(s["encoder"], s["crop"], s["batch"], steps, args.compile)
     samples = write_tiles(folder, s["tiles"], s["tile"])
     model = build_model(s["encoder"])
-    shape = (config.batch_size, 3, config.crop_size, config.crop_size)
-    images = torch.rand(shape, device=device)
-    masks = (torch.rand(shape[0], 1, *shape[2:], device=device) > 0.5).float()
+    images, masks = random_batch(config, device)
     step = TrainStep(model, config, device, total_steps=2 * steps)
     model.train()
 

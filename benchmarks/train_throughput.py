@@ -154,6 +154,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def benchmark_config(encoder: str, crop: int, batch: int, steps: int, compile: bool, amp=True):
+    """The run configuration the benchmarks time: epochs of ``steps`` steps, HED stain jitter."""
+    return RunConfig(
+        profile="benchmark",
+        encoder=encoder,
+        crop_size=crop,
+        batch_size=batch,
+        epochs=1,
+        steps_per_epoch=steps,
+        stain_aug="hed",
+        amp=amp,
+        compile=compile,
+    )
+
+
+def random_batch(config: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch of random images and {0, 1} masks on ``device``: the ceiling's input."""
+    shape = (config.batch_size, 3, config.crop_size, config.crop_size)
+    g = torch.Generator(device=device).manual_seed(0)
+    images = torch.rand(shape, generator=g, device=device)
+    masks = (torch.rand(shape[0], 1, *shape[2:], generator=g, device=device) > 0.5).float()
+    return images, masks
+
+
 # --------------------------------------------------------------------------------------------
 # Synthetic tiles on disk
 
@@ -194,10 +218,7 @@ def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
     Path 1 steps one ``TrainStep`` on a fixed random batch already on the device; path 2 is one
     epoch of ``fit`` per round (its own timer stops after the epoch's losses reach the host).
     """
-    shape = (config.batch_size, 3, config.crop_size, config.crop_size)
-    g = torch.Generator(device=device).manual_seed(0)
-    images = torch.rand(shape, generator=g, device=device)
-    masks = (torch.rand(shape[0], 1, *shape[2:], generator=g, device=device) > 0.5).float()
+    images, masks = random_batch(config, device)
     steps = config.steps_per_epoch
     ceiling_step = TrainStep(model, config, device, total_steps=warmup + rounds * steps)
     model.train()
@@ -427,16 +448,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     device = args.device
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
-    config = RunConfig(
-        profile="benchmark",
-        encoder=args.encoder,
-        crop_size=args.crop,
-        batch_size=args.batch,
-        epochs=2,
-        steps_per_epoch=args.steps,
-        stain_aug="hed",
-        amp=not args.no_amp,
-        compile=args.compile,
+    config = benchmark_config(
+        args.encoder, args.crop, args.batch, args.steps, args.compile, amp=not args.no_amp
     )
     samples = write_tiles(folder, args.tiles, args.tile)
     model = build_model(args.encoder)

@@ -3,7 +3,8 @@
 # for the card or the cores while a step is timed (each step has its own time limit):
 #   1. train_throughput.py at the target setting (mit_b2, 512² crops, batch 16, bf16, eager);
 #   2. profile_step.py: where a step's time goes (host or GPU), ceiling beside trainer;
-#      then the CUDA-only test: cutting and augmenting a batch never waits for the GPU;
+#      then the CUDA-only tests: cutting and augmenting a batch never waits for the GPU, and
+#      batches cut ahead in a background thread equal those cut in turn;
 #   3. a short `cosas train --profile gpu` on synthetic data (2 epochs, random init: no internet
 #      needed; 6 tiles per domain, since its 5 folds need 5); its record says which precision
 #      the steps ran in;
@@ -58,7 +59,8 @@ step "benchmark, eager" 150 "$PY" benchmarks/train_throughput.py "${BENCH[@]}" \
 step "profile of one step, eager" 120 "$PY" benchmarks/profile_step.py "${BENCH[@]}" \
     --data "$WORK/tiles" --json "$OUT/profile-eager.json"
 if [[ -z "${GPU_CHECK_SMOKE:-}" ]]; then
-    step "CUDA-only test" 45 "$PY" -m pytest -q -p no:cacheprovider tests/test_tiles.py -k never_waits
+    step "CUDA-only tests" 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_tiles.py \
+        tests/test_train.py -k "never_waits or cut_ahead"
 fi
 step "synthetic data" 120 "$PY" -m cosas_tutorial.cli data synthetic "$WORK/synthetic" \
     "${SYNTHETIC[@]}"

@@ -6,9 +6,10 @@
 Runs paths 1 and 2 of ``train_throughput.py`` (same settings and defaults, same synthetic
 tiles) under ``torch.profiler``, after a warm-up of each: ``--steps`` steps of the model-only
 ``TrainStep`` on a fixed batch on the device, then one ``fit`` epoch of ``--steps`` steps on the
-tile cache. Per step it prints the wall time, the host time of the step and of the batch (the
-``cosas.step`` and ``cosas.batch`` labels of ``fit``) and, on CUDA, the GPU's busy time (the sum
-of its kernel and copy times) and the number of kernels.
+tile cache, with each batch cut in turn (no prefetch thread: the profiler sees only the thread
+that started it). Per step it prints the wall time, the host time of the step and of the batch
+(the ``cosas.step`` and ``cosas.batch`` labels of ``fit``) and, on CUDA, the GPU's busy time
+(the sum of its kernel and copy times) and the number of kernels.
 
 Reading it: a GPU busy for most of a step's wall time bounds the step; a GPU busy for far less
 waits for the host (Python and operator dispatch issuing the kernels), and then each operator
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     cache = TileCache(samples, 1.0, device=device, progress=False)
 
     def trainer():
-        fit(model, cache, config, device, progress=False)
+        fit(model, cache, config, device, progress=False, prefetch=False)
 
     ceiling()  # warm-up of both paths
     trainer()

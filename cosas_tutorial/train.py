@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -37,6 +39,44 @@ def epoch_generator(seed: int, stage: str, epoch: int, device="cpu") -> torch.Ge
     g = torch.Generator(device=device)
     g.manual_seed(seed * 1_000_003 + stage_code * 1_009 + epoch)
     return g
+
+
+def batch_stream(
+    tiles: FileTiles,
+    config: RunConfig,
+    g: torch.Generator,
+    device: torch.device,
+    steps: int,
+    ahead: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` training batches (cut from ``tiles``, augmented) drawn in turn from ``g``.
+
+    With ``ahead``, one background thread cuts batch k+1 while the caller steps batch k. On a
+    GPU the host only issues kernels, and a training step is mostly the host dispatching a few
+    thousand operators; the batch's few hundred run meanwhile on another core (torch releases
+    the GIL inside each operator), on the same CUDA stream, so the GPU runs them in order. The
+    batches are the same either way: only that thread draws from ``g``, one batch after another.
+    """
+
+    def cut() -> tuple[torch.Tensor, torch.Tensor]:
+        # labelled for torch.profiler (benchmarks/profile_step.py); ≈ 8 µs otherwise
+        with record_function(BATCH_LABEL):
+            images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
+            if config.augment:
+                images, masks = augment_batch(images, masks, g, config.stain_aug)
+        return images, masks
+
+    if not ahead or steps < 2:
+        for _ in range(steps):
+            yield cut()
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="cosas-batches") as pool:
+        pending = pool.submit(cut)
+        for k in range(steps):
+            batch = pending.result()
+            if k + 1 < steps:
+                pending = pool.submit(cut)
+            yield batch
 
 
 class TrainStep:
@@ -107,6 +147,7 @@ def fit(
     stage: str = "train",
     resume: bool = False,
     progress: bool = True,
+    prefetch: bool | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``tiles`` for ``config.epochs`` epochs; return per-epoch history.
 
@@ -116,9 +157,13 @@ def fit(
     Batches are cut and augmented on ``device`` with random numbers from a CPU generator per
     epoch (the same stream on CPU and GPU). Losses stay on the device until the epoch ends; the
     progress bar reads one every ``LOSS_EVERY`` steps. So the host queues work ahead of the GPU
-    and never waits for it inside an epoch (with bf16 or fp32).
+    and never waits for it inside an epoch (with bf16 or fp32). ``prefetch`` (default: on CUDA
+    only) cuts the next batch in a background thread, see :func:`batch_stream`; on the CPU the
+    batch and the step compete for the same cores, so it is off there.
     """
     device = torch.device(device)
+    if prefetch is None:
+        prefetch = device.type == "cuda"
     step = TrainStep(model, config, device, config.epochs * config.steps_per_epoch)
 
     history: list[dict] = []
@@ -134,18 +179,15 @@ def fit(
         g = epoch_generator(config.seed, stage, epoch, torch.device("cpu"))
         torch.manual_seed(config.seed * 7919 + epoch)  # stochastic depth inside the encoder
         losses, started = [], time.perf_counter()
+        batches = batch_stream(tiles, config, g, device, config.steps_per_epoch, prefetch)
         bar = tqdm(
-            range(config.steps_per_epoch),
+            enumerate(batches),
+            total=config.steps_per_epoch,
             disable=not progress,
             leave=False,
             desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
         )
-        for i in bar:
-            # labels for torch.profiler (benchmarks/profile_step.py); ≈ 8 µs each otherwise
-            with record_function(BATCH_LABEL):
-                images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
-                if config.augment:
-                    images, masks = augment_batch(images, masks, g, config.stain_aug)
+        for i, (images, masks) in bar:
             with record_function(STEP_LABEL):
                 losses.append(step(images, masks))
             if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):

@@ -48,10 +48,13 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert list(result["rows"]) == list(ROWS)
     assert all(rate > 0 for rate in result["rows"].values())
-    for name, rounds in result["rounds"].items():  # the rows of paths 1 and 2: median rounds
+    swapped = result["prefetch_swapped"]
+    assert result["prefetch"] is False and swapped["label"] == "2b: the trainer with prefetch on"
+    medians = {**result["rows"], swapped["label"]: swapped["rate"]}
+    assert list(result["rounds"]) == [*ROWS[:2], swapped["label"]]
+    for name, rounds in result["rounds"].items():  # paths 1, 2 and 2b: the median round
         assert len(rounds) == result["settings"]["rounds"] == 2
-        assert min(rounds) <= result["rows"][name] <= max(rounds)
-    assert set(result["rounds"]) == set(ROWS[:2])
+        assert min(rounds) <= medians[name] <= max(rounds)
     assert set(result["ratios"]) == {"2/1", "2/3"}
     assert result["ratios"]["2/1"] == result["rows"][ROWS[1]] / result["rows"][ROWS[0]]
     assert all(ratio > 0 for ratio in result["ratios"].values())
@@ -61,7 +64,8 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     printed = done.stdout
     for row in ROWS:
         assert row in printed
-    assert "ratio 2/1:" in printed and "ratio 2/3:" in printed
+    assert "ratio 2/1:" in printed and "ratio 2/3:" in printed and "(2b/1: " in printed
+    assert swapped["label"] in printed
     assert "sliding-window prediction" in printed
 
 

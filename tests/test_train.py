@@ -9,7 +9,7 @@ from cosas_tutorial.data.cosas import discover
 from cosas_tutorial.data.tiles import TileCache
 from cosas_tutorial.env import seed_everything
 from cosas_tutorial.model import build_model
-from cosas_tutorial.train import cyclic_cosine, fit
+from cosas_tutorial.train import batch_stream, cyclic_cosine, epoch_generator, fit
 
 CPU = torch.device("cpu")
 
@@ -60,6 +60,51 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_synthetic, tmp_pa
     assert [h["loss"] for h in resumed] == [h["loss"] for h in history]
     for (name, a), b in zip(model.state_dict().items(), model_c.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batches_cut_ahead_in_a_thread_are_the_batches_cut_in_turn(tiny_synthetic, device):
+    _, tiles, config = _fresh(tiny_synthetic)
+    tiles = TileCache(tiles.samples, device=device)
+    streams = [
+        list(batch_stream(tiles, config, epoch_generator(3, "train", 0), device, 4, ahead))
+        for ahead in (False, True)
+    ]
+    assert len(streams[0]) == len(streams[1]) == 4
+    for (images_a, masks_a), (images_b, masks_b) in zip(*streams):
+        assert torch.equal(images_a, images_b) and torch.equal(masks_a, masks_b)
+    assert not torch.equal(streams[0][0][0], streams[0][1][0])  # successive batches differ
+
+
+def test_prefetching_changes_nothing_but_speed(tiny_synthetic):
+    runs = []
+    for prefetch in (False, True):
+        model, tiles, config = _fresh(tiny_synthetic)
+        history = fit(model, tiles, config, CPU, progress=False, prefetch=prefetch)
+        runs.append((history, model.state_dict()))
+    (history_a, weights_a), (history_b, weights_b) = runs
+    assert [h["loss"] for h in history_a] == [h["loss"] for h in history_b]
+    for (name, a), b in zip(weights_a.items(), weights_b.values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_failing_batch_in_the_prefetch_thread_reaches_the_caller(tiny_synthetic, monkeypatch):
+    model, tiles, config = _fresh(tiny_synthetic)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tile 3 is unreadable")
+
+    monkeypatch.setattr(train_module, "sample_batch", broken)
+    with pytest.raises(RuntimeError, match="tile 3 is unreadable"):
+        fit(model, tiles, config, CPU, progress=False, prefetch=True)
 
 
 def test_training_lowers_the_loss(tiny_synthetic):

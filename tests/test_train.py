@@ -9,7 +9,7 @@ from cosas_tutorial.data.cosas import discover
 from cosas_tutorial.data.tiles import TileCache
 from cosas_tutorial.env import seed_everything
 from cosas_tutorial.model import build_model
-from cosas_tutorial.train import batch_stream, cyclic_cosine, epoch_generator, fit
+from cosas_tutorial.train import TrainStep, batch_stream, cyclic_cosine, epoch_generator, fit
 
 CPU = torch.device("cpu")
 
@@ -105,6 +105,41 @@ def test_a_failing_batch_in_the_prefetch_thread_reaches_the_caller(tiny_syntheti
     monkeypatch.setattr(train_module, "sample_batch", broken)
     with pytest.raises(RuntimeError, match="tile 3 is unreadable"):
         fit(model, tiles, config, CPU, progress=False, prefetch=True)
+
+
+def test_fp16_trains_with_a_gradient_scaler_saved_in_the_checkpoint(
+    tiny_synthetic, tmp_path, monkeypatch, recwarn
+):
+    """The path of GPUs without bf16 (e.g. a T4), run on the CPU: fp16 autocast, a gradient
+    scaler and the fused Adam that skips overflowed steps."""
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda device: torch.float16)
+    model, tiles, config = _fresh(tiny_synthetic)
+    history = fit(model, tiles, config, CPU, tmp_path / "fp16.ckpt", progress=False)
+    assert [h["amp"] for h in history] == ["float16", "float16"]
+    assert all(math.isfinite(h["loss"]) for h in history)
+    scaler = torch.load(tmp_path / "fp16.ckpt", weights_only=False)["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0  # enabled (else empty)
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_training_step_on_the_gpu_never_waits_for_it(dtype, monkeypatch):
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda device: dtype)
+    device = torch.device("cuda")
+    config = get_profile("ci", crop_size=64, batch_size=4)
+    step = TrainStep(build_model(config.encoder), config, device, total_steps=8)
+    images = torch.rand(4, 3, 64, 64, device=device)
+    masks = (torch.rand(4, 1, 64, 64, device=device) > 0.5).float()
+    step(images, masks)  # first-call allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        losses = [step(images, masks) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert step.precision == str(dtype).removeprefix("torch.")
+    assert all(torch.isfinite(loss) for loss in losses)
 
 
 def test_training_lowers_the_loss(tiny_synthetic):

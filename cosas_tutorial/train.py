@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -192,11 +193,12 @@ def fit(
             leave=False,
             desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
         )
-        for i, (images, masks) in bar:
-            with record_function(STEP_LABEL):
-                losses.append(step(images, masks))
-            if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):
-                bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+        with closing(batches):  # an interrupted epoch stops the prefetch thread at once
+            for i, (images, masks) in bar:
+                with record_function(STEP_LABEL):
+                    losses.append(step(images, masks))
+                if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):
+                    bar.set_postfix(loss=f"{losses[-1].item():.3f}")
         mean_loss = torch.stack(losses).double().mean().item()  # waits for the epoch's steps
         history.append(
             {

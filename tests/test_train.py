@@ -1,4 +1,5 @@
 import math
+import threading
 
 import pytest
 import torch
@@ -105,6 +106,23 @@ def test_a_failing_batch_in_the_prefetch_thread_reaches_the_caller(tiny_syntheti
     monkeypatch.setattr(train_module, "sample_batch", broken)
     with pytest.raises(RuntimeError, match="tile 3 is unreadable"):
         fit(model, tiles, config, CPU, progress=False, prefetch=True)
+
+
+def test_an_interrupted_epoch_stops_the_prefetch_thread(tiny_synthetic, monkeypatch):
+    model, tiles, config = _fresh(tiny_synthetic)
+    real_step, calls = TrainStep.__call__, []
+
+    def interrupted_at_the_second_step(self, images, masks):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(self, images, masks)
+
+    monkeypatch.setattr(TrainStep, "__call__", interrupted_at_the_second_step)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        fit(model, tiles, config, CPU, progress=False, prefetch=True)
+    assert interrupted.traceback  # still held: without closing, the stream would live on
+    assert not [t for t in threading.enumerate() if t.name.startswith("cosas-batches")]
 
 
 def test_fp16_trains_with_a_gradient_scaler_saved_in_the_checkpoint(

@@ -28,9 +28,10 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 from train_throughput import (
     CEILING,
-    DEFAULTS,
     TRAINER,
     benchmark_config,
+    benchmark_parser,
+    parse_benchmark_args,
     random_batch,
     run_and_report,
     sync,
@@ -38,22 +39,15 @@ from train_throughput import (
 )
 
 from cosas_tutorial.data.tiles import TileCache
-from cosas_tutorial.env import pick_device
 from cosas_tutorial.model import build_model
 from cosas_tutorial.train import BATCH_LABEL, STEP_LABEL, TrainStep, fit
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, help="profiled steps per path (default 20; tiny 2)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU smoke test")
-    parser.add_argument("--data", type=Path, help="folder for the tiles (default: temporary)")
-    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    args = parser.parse_args(argv)
-    args.device = pick_device(args.device)
-    args.settings = DEFAULTS["tiny" if args.tiny else args.device.type]
+    args, settings = parse_benchmark_args(parser, argv)
+    args.settings = settings
     args.steps = args.steps or (2 if args.tiny else 20)
     return args
 

@@ -56,22 +56,22 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cosas_tutorial.augment import augment_batch  # noqa: E402
 from cosas_tutorial.config import RunConfig  # noqa: E402
 from cosas_tutorial.data.cosas import read_image  # noqa: E402
 from cosas_tutorial.data.layout import Sample  # noqa: E402
 from cosas_tutorial.data.synthetic import synthesize  # noqa: E402
-from cosas_tutorial.data.tiles import TileCache, sample_batch  # noqa: E402
+from cosas_tutorial.data.tiles import TileCache  # noqa: E402
 from cosas_tutorial.env import autocast_dtype, pick_device  # noqa: E402
 from cosas_tutorial.evaluate import predict_tile, window_grid  # noqa: E402
 from cosas_tutorial.model import build_model  # noqa: E402
-from cosas_tutorial.train import TrainStep, fit  # noqa: E402
+from cosas_tutorial.train import TrainStep, cut_batch, default_prefetch, fit  # noqa: E402
 
 CEILING = "model-only ceiling"
 TRAINER = "cosas trainer (cache + device augmentation)"
@@ -125,9 +125,27 @@ def baseline_label(workers: int) -> str:
     return f"DataLoader + albumentations (num_workers={workers})"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the options every script of benchmarks/ has; ``doc``'s first line
+    describes it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU smoke test")
+    parser.add_argument("--data", type=Path, help="folder for the tiles (default: temporary)")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    return parser
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, dict]:
+    """The parsed arguments, with the device resolved, and the default settings they select."""
+    args = parser.parse_args(argv)
+    args.device = pick_device(args.device)
+    return args, DEFAULTS["tiny" if args.tiny else args.device.type]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--encoder", help="mit_b0 … mit_b5")
     parser.add_argument("--crop", type=int, help="training crop and prediction window")
     parser.add_argument("--batch", type=int)
@@ -139,14 +157,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--baseline-steps", type=int, help="timed steps of path 3 (slow)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (baseline)")
     parser.add_argument("--runs", type=int, help="timed sliding-window predictions")
-    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA as well")
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU smoke test")
-    parser.add_argument("--data", type=Path, help="folder for the tiles (default: temporary)")
-    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    args = parser.parse_args(argv)
-    args.device = pick_device(args.device)
-    defaults = DEFAULTS["tiny" if args.tiny else args.device.type]
+    args, defaults = parse_benchmark_args(parser, argv)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -223,7 +235,7 @@ def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
     epoch of ``fit`` per round (its own timer stops after the epoch's losses reach the host),
     followed by one with the prefetch setting swapped.
     """
-    prefetch = device.type == "cuda"  # fit's default
+    prefetch = default_prefetch(device)
     swapped = PREFETCH_SWAPPED.format("off" if prefetch else "on")
     images, masks = random_batch(config, device)
     steps = config.steps_per_epoch
@@ -262,22 +274,17 @@ def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
     cache_info["data_ms_per_batch"] = time_data_path(cache, config, device)
     if device.type == "cuda":
         cache_info["syncs_per_step"] = count_syncs(model, cache, config, device)
-    return {"rounds": rates, "cache": cache_info}
+    return {"rounds": rates, "cache": cache_info, "prefetch": prefetch, "swapped": swapped}
 
 
 def time_data_path(cache, config, device, batches: int = 5) -> float:
     """Milliseconds to cut and augment one batch from the cache, without the model."""
     g = torch.Generator().manual_seed(2)
-
-    def batch():
-        images, masks = sample_batch(cache, config.batch_size, config.crop_size, g, device)
-        return augment_batch(images, masks, g, config.stain_aug)
-
-    batch()
+    cut_batch(cache, config, g, device)
     sync(device)
     started = time.perf_counter()
     for _ in range(batches):
-        batch()
+        cut_batch(cache, config, g, device)
     sync(device)
     return 1000 * (time.perf_counter() - started) / batches
 
@@ -286,12 +293,7 @@ def count_syncs(model, cache, config, device) -> dict:
     """Host-device synchronisations of one batch (cut + augmented) and of one training step,
     as torch's sync debug mode reports them (CUDA only)."""
     step = TrainStep(model, config, device, total_steps=4)
-    g = torch.Generator().manual_seed(1)
-
-    def batch():
-        images, masks = sample_batch(cache, config.batch_size, config.crop_size, g, device)
-        return augment_batch(images, masks, g, config.stain_aug)
-
+    batch = partial(cut_batch, cache, config, torch.Generator().manual_seed(1), device)
     step(*batch())  # first-call allocations
     torch.cuda.synchronize(device)
     counts = {}
@@ -504,8 +506,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
             baseline_label(args.workers): baseline,
         },
         "rounds": paths["rounds"],
-        "prefetch": device.type == "cuda",  # path 2's setting; the swapped one follows
-        "prefetch_swapped": {"label": list(paths["rounds"])[2], "rate": swapped},
+        "prefetch": paths["prefetch"],  # path 2's setting; 2b has the other
+        "prefetch_swapped": {"label": paths["swapped"], "rate": swapped},
         "ratios": {"2/1": trainer / ceiling, "2/3": trainer / baseline},
         "cache": paths["cache"],
         "predict": predict,

@@ -42,6 +42,22 @@ def epoch_generator(seed: int, stage: str, epoch: int, device="cpu") -> torch.Ge
     return g
 
 
+def default_prefetch(device: torch.device) -> bool:
+    """Whether :func:`fit` cuts batches ahead by default: on CUDA, where the host only issues
+    kernels; not on the CPU, where the batch and the step compete for the same cores."""
+    return torch.device(device).type == "cuda"
+
+
+def cut_batch(tiles: FileTiles, config: RunConfig, g: torch.Generator, device: torch.device):
+    """One training batch: crops cut from ``tiles`` and, with ``config.augment``, augmented."""
+    # labelled for torch.profiler (benchmarks/profile_step.py); ≈ 8 µs otherwise
+    with record_function(BATCH_LABEL):
+        images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
+        if config.augment:
+            images, masks = augment_batch(images, masks, g, config.stain_aug)
+    return images, masks
+
+
 def batch_stream(
     tiles: FileTiles,
     config: RunConfig,
@@ -50,7 +66,7 @@ def batch_stream(
     steps: int,
     ahead: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` training batches (cut from ``tiles``, augmented) drawn in turn from ``g``.
+    """``steps`` training batches (:func:`cut_batch`) drawn in turn from ``g``.
 
     With ``ahead``, one background thread cuts batch k+1 while the caller steps batch k. On a
     GPU the host only issues kernels, and a training step is mostly the host dispatching a few
@@ -58,25 +74,16 @@ def batch_stream(
     the GIL inside each operator), on the same CUDA stream, so the GPU runs them in order. The
     batches are the same either way: only that thread draws from ``g``, one batch after another.
     """
-
-    def cut() -> tuple[torch.Tensor, torch.Tensor]:
-        # labelled for torch.profiler (benchmarks/profile_step.py); ≈ 8 µs otherwise
-        with record_function(BATCH_LABEL):
-            images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
-            if config.augment:
-                images, masks = augment_batch(images, masks, g, config.stain_aug)
-        return images, masks
-
     if not ahead or steps < 2:
         for _ in range(steps):
-            yield cut()
+            yield cut_batch(tiles, config, g, device)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="cosas-batches") as pool:
-        pending = pool.submit(cut)
+        pending = pool.submit(cut_batch, tiles, config, g, device)
         for k in range(steps):
             batch = pending.result()
             if k + 1 < steps:
-                pending = pool.submit(cut)
+                pending = pool.submit(cut_batch, tiles, config, g, device)
             yield batch
 
 
@@ -163,13 +170,12 @@ def fit(
     Batches are cut and augmented on ``device`` with random numbers from a CPU generator per
     epoch (the same stream on CPU and GPU). Losses stay on the device until the epoch ends; the
     progress bar reads one every ``LOSS_EVERY`` steps. So the host queues work ahead of the GPU
-    and never waits for it inside an epoch. ``prefetch`` (default: on CUDA
-    only) cuts the next batch in a background thread, see :func:`batch_stream`; on the CPU the
-    batch and the step compete for the same cores, so it is off there.
+    and never waits for it inside an epoch. ``prefetch`` cuts the next batch in a background
+    thread (:func:`batch_stream`); ``None`` means :func:`default_prefetch`.
     """
     device = torch.device(device)
     if prefetch is None:
-        prefetch = device.type == "cuda"
+        prefetch = default_prefetch(device)
     step = TrainStep(model, config, device, config.epochs * config.steps_per_epoch)
 
     history: list[dict] = []

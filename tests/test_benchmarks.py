@@ -72,13 +72,19 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
 def test_step_profile_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "profile.json"
     done = run_tiny(BENCHMARKS / "profile_step.py", out)
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
     assert list(rows) == list(ROWS[:2])
     assert rows[ROWS[0]]["host_batch_ms"] is None  # the ceiling cuts no batches
     assert rows[ROWS[1]]["host_batch_ms"] > 0  # fit's batch label was seen by the profiler
     for row in rows.values():
         assert 0 < row["host_step_ms"] <= row["wall_ms"] * 1.05
     assert all(name in done.stdout for name in ROWS[:2])
+    # the main thread's operators per step: the data path's leave it when batches are cut ahead
+    ceiling, in_turn, ahead = result["main_thread_operators"].values()
+    assert ceiling <= ahead < in_turn
+    assert ahead - ceiling < 0.1 * (in_turn - ceiling)
+    assert "aten operators the main thread issues per step" in done.stdout
 
 
 def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):

@@ -106,3 +106,24 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     assert json.loads((out / "profile-eager.json").read_text())["device"] == "cpu"
     records = [json.loads(line) for line in (out / "train-records.jsonl").read_text().splitlines()]
     assert records and all(r["history"][-1]["amp"] == "fp32" for r in records)  # CPU: fp32
+
+
+def test_gil_model_runs_and_reports_every_path():
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gil_contention.py"), "--rounds", "3"]
+        + ["--forward-ops", "100", "--batch-ops", "20", "--backward-side", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cpu_env(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("step ", "batch "))]
+    assert [row.split("  ")[0] for row in rows] == [
+        "step alone (ceiling)",
+        "batch cut in turn",
+        "batch cut in a thread from the forward's start",
+        "batch cut in a thread from the backward's start",
+    ]
+    assert all(float(row.split()[-1]) > 0 for row in rows)
+    assert rows[0].split()[-1] == "1.000"  # the ceiling over itself

@@ -20,11 +20,11 @@ Paths 1 and 2 are timed in alternating rounds and reported as the median round (
 printed too). It prints the ratios 2/1 (how close the trainer gets to the model's own speed)
 and 2/3 (its speed-up over the baseline). Path 2 runs as ``fit`` runs by default on the device:
 on CUDA the next batch is cut in a background thread while the step runs its backward pass
-(``prefetch``), on the CPU in turn. The same rounds also time the other setting ("2b"), so one run shows what the
-background thread is worth. It also times sliding-window prediction of one tile
-(``cosas_tutorial.evaluate.predict_tile``, window = crop, no TTA, autocast on a GPU): the mean
-of ``--runs`` runs after a warm-up (the whole tile on a GPU, one window on the CPU), each ending
-with the probability map on the host. On CUDA it also counts host-device synchronisations of
+(``prefetch``), on the CPU in turn. The same rounds also time the other setting ("2b"), so one
+run shows what the background thread is worth. It also times sliding-window prediction of one
+tile (``cosas_tutorial.evaluate.predict_tile``, window = crop, no TTA, autocast on a GPU): the
+mean of ``--runs`` runs after a warm-up (the whole tile on a GPU, one window on the CPU), each
+ending with the probability map on the host. On CUDA it also counts host-device synchronisations of
 one batch and of one training step (torch's sync debug mode).
 
 Both augmentation paths do the same things: a random square crop of ``crop / s`` pixels

@@ -102,6 +102,7 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (out / "gpu_check.log").read_text()
     assert "gpu_check: all steps passed" in log and "ratio 2/1:" in log
+    assert "batch cut in a thread from the backward's start" in log  # the GIL model ran
     assert json.loads((out / "bench-eager.json").read_text())["device"] == "cpu"
     assert json.loads((out / "profile-eager.json").read_text())["device"] == "cpu"
     records = [json.loads(line) for line in (out / "train-records.jsonl").read_text().splitlines()]

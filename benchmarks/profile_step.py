@@ -107,13 +107,10 @@ def main_thread_operators(model, cache, config, device) -> dict:
         for _ in range(steps):
             step(images, masks)
 
-    work = {
-        OPERATOR_ROWS[0]: ceiling,
-        OPERATOR_ROWS[1]: partial(
-            fit, model, cache, config, device, progress=False, prefetch=False
-        ),
-        OPERATOR_ROWS[2]: partial(fit, model, cache, config, device, progress=False, prefetch=True),
-    }
+    def trainer(ahead: bool):
+        fit(model, cache, config, device, progress=False, prefetch=ahead)
+
+    work = dict(zip(OPERATOR_ROWS, (ceiling, partial(trainer, False), partial(trainer, True))))
     counts = {}
     for name, run in work.items():
         with OperatorCount() as counter:

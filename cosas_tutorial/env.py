@@ -49,6 +49,20 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native else torch.float16
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Send a small host tensor to ``device`` without making the host wait for the GPU.
+
+    On CUDA the tensor is first copied into pinned memory (torch's caching host allocator keeps
+    that block alive until the copy is done), so the copy is truly asynchronous.
+    """
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def git_commit(repo: Path | None = None) -> str | None:
     """The commit of the checkout this package runs from, if it is one."""
     repo = repo or Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from torch import nn
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from .augment import augment_batch
+from .augment import augment_colours
 from .config import RunConfig
 from .data.tiles import FileTiles, sample_batch
 from .env import autocast_dtype
@@ -49,12 +49,15 @@ def default_prefetch(device: torch.device) -> bool:
 
 
 def cut_batch(tiles: FileTiles, config: RunConfig, g: torch.Generator, device: torch.device):
-    """One training batch: crops cut from ``tiles`` and, with ``config.augment``, augmented."""
+    """One training batch: crops cut from ``tiles`` and, with ``config.augment``, flipped,
+    rotated and jittered in colour and stain."""
     # labelled for torch.profiler (benchmarks/profile_step.py); ≈ 8 µs otherwise
     with record_function(BATCH_LABEL):
-        images, masks = sample_batch(tiles, config.batch_size, config.crop_size, g, device)
+        images, masks = sample_batch(
+            tiles, config.batch_size, config.crop_size, g, device, flips=config.augment
+        )
         if config.augment:
-            images, masks = augment_batch(images, masks, g, config.stain_aug)
+            images = augment_colours(images, g, config.stain_aug)
     return images, masks
 
 

@@ -5,17 +5,31 @@ import threading
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import cosas_tutorial.data.tiles as tiles_module
-from cosas_tutorial.augment import augment_batch, flip_rotate
+from cosas_tutorial.augment import augment_colours
 from cosas_tutorial.data.cosas import discover
 from cosas_tutorial.data.layout import Sample
-from cosas_tutorial.data.tiles import FileTiles, TileCache, estimate_bytes, sample_batch
+from cosas_tutorial.data.tiles import (
+    FileTiles,
+    TileCache,
+    draw_crops,
+    estimate_bytes,
+    sample_batch,
+)
 
 
 def generator(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def augmented_batch(tiles, size, crop, g, device="cpu"):
+    """A batch as the trainer cuts it with augmentation on (flips, colour and HED jitter)."""
+    images, masks = sample_batch(tiles, size, crop, g, device, flips=True)
+    return augment_colours(images, g, "hed"), masks
 
 
 def write_tile(folder, name, image, mask) -> Sample:
@@ -43,12 +57,65 @@ def test_cached_batches_equal_batches_from_files(mixed_samples, scale):
     files = FileTiles(mixed_samples, scale)
     g_cache, g_files = generator(7), generator(7)
     for _ in range(3):  # the generators advance identically batch after batch
-        a = augment_batch(*sample_batch(cache, 6, 64, g_cache, "cpu"), g_cache, "hed")
-        b = augment_batch(*sample_batch(files, 6, 64, g_files, "cpu"), g_files, "hed")
+        a = augmented_batch(cache, 6, 64, g_cache)
+        b = augmented_batch(files, 6, 64, g_files)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].shape == (6, 3, 64, 64) and a[1].shape == (6, 1, 64, 64)
     c = sample_batch(cache, 6, 64, generator(8), "cpu")[0]
     assert not torch.equal(sample_batch(cache, 6, 64, generator(7), "cpu")[0], c)
+
+
+def window_by_window(tiles, size, crop, g, scale_range):
+    """The batch cut one window at a time with ``F.interpolate`` (the plain way), then flipped
+    and rotated by the three coins that ``sample_batch`` draws next."""
+    images, masks = [], []
+    for index, s, fy, fx in zip(*draw_crops(len(tiles), size, g, scale_range)):
+        img, mask = tiles.tile(index)
+        window = max(1, round(crop / s))
+        height, width = img.shape[1:]
+        y = int(fy * (max(height, window) - window + 1))
+        x = int(fx * (max(width, window) - window + 1))
+        img, mask = img[:, y : y + window, x : x + window], mask[:, y : y + window, x : x + window]
+        pad = (0, window - img.shape[2], 0, window - img.shape[1])
+        img, mask = F.pad(img, pad, value=255), F.pad(mask, pad, value=0)
+        images.append(F.interpolate(img[None].float(), size=(crop, crop), mode="bilinear")[0])
+        masks.append(F.interpolate(mask[None], size=(crop, crop), mode="nearest")[0])
+    coins = (torch.rand(size, 3, generator=g) < 0.5).tolist()
+    for k, (transpose, hflip, vflip) in enumerate(coins):
+        for batch in (images, masks):
+            t = batch[k].transpose(1, 2) if transpose else batch[k]
+            batch[k] = t.flip([d for d, flip in ((2, hflip), (1, vflip)) if flip])
+    return torch.stack(images) / 255, torch.stack(masks).float()
+
+
+@pytest.mark.parametrize("scale_range", [(0.8, 1.25), (1.0, 1.0), (0.3, 3.0)])
+def test_a_batch_is_its_windows_resized_flipped_and_rotated_one_by_one(mixed_samples, scale_range):
+    cache = TileCache(mixed_samples, 0.8)
+    images, masks = sample_batch(cache, 64, 48, generator(11), "cpu", scale_range, flips=True)
+    expected_images, expected_masks = window_by_window(cache, 64, 48, generator(11), scale_range)
+    assert torch.allclose(images, expected_images, atol=1e-6)
+    assert torch.equal(masks, expected_masks)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+
+
+class CountOperators(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_batch_costs_the_same_few_operators_whatever_its_size(mixed_samples):
+    """The host issues a batch as a fixed set of gathers, not as work per crop."""
+    cache, counts = TileCache(mixed_samples), []
+    for size in (2, 32):
+        with CountOperators() as counter:
+            augmented_batch(cache, size, 64, generator())
+        counts.append(counter.count)
+    assert counts[0] == counts[1] < 120
 
 
 def test_windows_larger_than_the_tile_are_white_glass_with_mask_zero(tmp_path):
@@ -73,12 +140,10 @@ def test_cut_and_augmented_batches_keep_image_and_mask_aligned(tmp_path):
     image = np.stack([pattern * 200 + 30, pattern * 50 + 60, np.full_like(pattern, 90)], -1)
     tile = write_tile(tmp_path, "blocks", image.astype(np.uint8), pattern * 255)
     cache = TileCache([tile])
-    images, masks = sample_batch(cache, 16, 64, generator(3), "cpu", (1.0, 1.0))
-    images, masks = flip_rotate(images, masks, generator(4))
+    images, masks = sample_batch(cache, 16, 64, generator(3), "cpu", (1.0, 1.0), flips=True)
     assert torch.equal(masks, (images[:, :1] > 0.5).float())
     # scaled crops: bilinear image, nearest mask, so only block edges may disagree
-    images, masks = sample_batch(cache, 16, 64, generator(5), "cpu")
-    images, masks = augment_batch(images, masks, generator(6), "hed")
+    images, masks = augmented_batch(cache, 16, 64, generator(5))
     agreement = (masks == (images[:, :1] > images[:, 2:3]).float()).float().mean()
     assert agreement > 0.95
 
@@ -87,8 +152,9 @@ def test_cut_and_augmented_batches_keep_image_and_mask_aligned(tmp_path):
 def test_estimate_matches_the_bytes_of_the_cached_tensors(mixed_samples, scale):
     cache = TileCache(mixed_samples, scale)
     assert estimate_bytes(mixed_samples, scale) == cache.nbytes == cache.tensor_bytes()
-    assert all(img.dtype == torch.uint8 and img.shape[0] == 3 for img in cache.images)
-    assert all(m.dtype == torch.uint8 and set(m.unique().tolist()) <= {0, 1} for m in cache.masks)
+    tiles = [cache.tile(i) for i in range(len(cache))]
+    assert all(img.dtype == torch.uint8 and img.shape[0] == 3 for img, _ in tiles)
+    assert all(m.dtype == torch.uint8 and set(m.unique().tolist()) <= {0, 1} for _, m in tiles)
 
 
 def test_the_estimate_is_printed_before_any_tile_is_decoded(mixed_samples, monkeypatch, capsys):
@@ -124,21 +190,23 @@ def test_transforms_run_in_the_calling_thread_and_match_the_plain_path(mixed_sam
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cutting_and_augmenting_a_batch_on_the_gpu_never_waits_for_it(mixed_samples):
+@pytest.mark.parametrize("gpu_fraction", [0.5, 0.0], ids=["gpu-cache", "host-cache"])
+def test_cutting_and_augmenting_a_batch_on_the_gpu_never_waits_for_it(mixed_samples, gpu_fraction):
     device = torch.device("cuda")
-    cache = TileCache(mixed_samples, device=device)
-    assert cache.device.type == "cuda"
+    cache = TileCache(mixed_samples, device=device, gpu_fraction=gpu_fraction)
+    assert cache.device.type == ("cuda" if gpu_fraction else "cpu")
     g = generator()
-    augment_batch(*sample_batch(cache, 8, 64, g, device), g, "hed")  # first-call allocations
+    augmented_batch(cache, 8, 64, g, device)  # first-call allocations
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
     try:
         for _ in range(3):
-            images, masks = augment_batch(*sample_batch(cache, 8, 64, g, device), g, "hed")
+            images, masks = augmented_batch(cache, 8, 64, g, device)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     cpu = TileCache(mixed_samples)
     g_cpu = generator()
     for _ in range(4):  # the same random stream as on the CPU: the same crops and flips
-        cpu_masks = augment_batch(*sample_batch(cpu, 8, 64, g_cpu, "cpu"), g_cpu, "hed")[1]
-    assert (masks.cpu() == cpu_masks).float().mean() > 0.99  # up to rounding in resizing
+        cpu_images, cpu_masks = augmented_batch(cpu, 8, 64, g_cpu)
+    assert torch.equal(masks.cpu(), cpu_masks)
+    assert torch.allclose(images.cpu(), cpu_images, atol=1e-4)

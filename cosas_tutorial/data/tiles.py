@@ -5,17 +5,19 @@ uint8 image, 1.6 GB with the masks), else in pinned host memory, so that batch p
 costs almost nothing next to the model step. :class:`FileTiles` is the same interface reading
 from disk every time; it exists to show (and test) that the cache changes speed, not batches.
 
-A batch's random numbers (which tile, what scale, where) are drawn on the host from a CPU
-generator, so cutting a batch never waits for the GPU; only the crops and their resizing run on
-the tensors' device.
+A batch's random numbers (which tile, what scale, where, which flip) are drawn on the host from
+a CPU generator, and the crop geometry is worked out there too, so cutting a batch never waits
+for the GPU; on the tensors' device a batch is a few gathers from the cache (:func:`sample_batch`).
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..env import to_device
 from .cosas import read_image, read_mask
 from .layout import Sample
 
@@ -66,15 +69,19 @@ def _to_tensors(sample: Sample, scale: float, transform: ImageTransform | None):
     return _tensors(*_decode(sample), scale, transform)
 
 
-def estimate_bytes(samples: Sequence[Sample], scale: float = 1.0) -> int:
-    """uint8 bytes the cache will take (image 3 channels + mask 1), from the image headers."""
-    total = 0
+def _sizes(samples: Sequence[Sample], scale: float) -> list[tuple[int, int]]:
+    """(height, width) of each tile once rescaled, from the image headers alone."""
+    sizes = []
     for sample in samples:
         with Image.open(sample.image) as im:
             width, height = im.size
-        h, w = scaled_size(height, width, scale)
-        total += 4 * h * w
-    return total
+        sizes.append(scaled_size(height, width, scale))
+    return sizes
+
+
+def estimate_bytes(samples: Sequence[Sample], scale: float = 1.0) -> int:
+    """uint8 bytes the cache will take (image 3 channels + mask 1), from the image headers."""
+    return 4 * sum(h * w for h, w in _sizes(samples, scale))
 
 
 def _decoded(
@@ -102,6 +109,49 @@ def _decoded(
             yield _tensors(image, mask, scale, transform)
 
 
+@dataclass(frozen=True)
+class FlatTiles:
+    """Tiles laid end to end, one pixel per row: ``pixels`` (n + 1)×3 uint8 RGB, ``labels``
+    (n + 1) uint8 in {0, 1}, n the pixels of all tiles. The last row is glass (white, label 0):
+    a window reaching past a tile's edge reads it. ``starts`` and ``shapes`` give, for each tile
+    asked for, its first row and its (height, width)."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    starts: list[int]
+    shapes: list[tuple[int, int]]
+
+    @property
+    def glass(self) -> int:
+        return self.pixels.shape[0] - 1
+
+
+def _flatten(
+    tiles: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    shapes: Sequence[tuple[int, int]],
+    device: torch.device,
+    pin: bool = False,
+    names: Sequence[Path] | None = None,
+) -> FlatTiles:
+    """Copy decoded tiles (3×H×W image, 1×H×W mask) of the given ``shapes`` into one
+    :class:`FlatTiles` on ``device``, allocated once (in pinned host memory with ``pin``)."""
+    total = sum(h * w for h, w in shapes)
+    pixels = torch.empty((total + 1, 3), dtype=torch.uint8, device=device, pin_memory=pin)
+    labels = torch.empty(total + 1, dtype=torch.uint8, device=device, pin_memory=pin)
+    pixels[total], labels[total] = 255, 0  # glass
+    starts, start = [], 0
+    for i, ((img, mask), (h, w)) in enumerate(zip(tiles, shapes, strict=True)):
+        if img.shape[1:] != (h, w):
+            name = names[i] if names is not None else f"tile {i}"
+            raise ValueError(f"{name}: decoded as {tuple(img.shape[1:])}, its header says {(h, w)}")
+        # non_blocking: from pinned memory to the GPU, the host does not wait for the copy
+        pixels[start : start + h * w].view(h, w, 3).copy_(img.permute(1, 2, 0), non_blocking=True)
+        labels[start : start + h * w].view(h, w).copy_(mask[0], non_blocking=True)
+        starts.append(start)
+        start += h * w
+    return FlatTiles(pixels, labels, starts, list(shapes))
+
+
 class FileTiles:
     """Tiles decoded from disk on every access (the conventional path)."""
 
@@ -126,6 +176,16 @@ class FileTiles:
         img, mask = _to_tensors(self.samples[index], self.scale, self.transform)
         return img.to(self.device), mask.to(self.device)
 
+    def flat(self, indices: Sequence[int], device) -> FlatTiles:
+        """The tiles ``indices`` (repeats allowed) as :class:`FlatTiles` on ``device``."""
+        unique = list(dict.fromkeys(indices))
+        decoded = [self.tile(i) for i in unique]
+        flat = _flatten(decoded, [tuple(img.shape[1:]) for img, _ in decoded], device)
+        row = [unique.index(i) for i in indices]
+        return replace(
+            flat, starts=[flat.starts[k] for k in row], shapes=[flat.shapes[k] for k in row]
+        )
+
 
 def _gpu_room(device: torch.device) -> int:
     """Bytes a new tensor can take on ``device``: free memory plus what torch's allocator
@@ -139,7 +199,7 @@ class TileCache(FileTiles):
 
     On a CUDA ``device`` the cache stays on the GPU if it needs at most ``gpu_fraction`` of the
     memory still free there (the rest is left to the model), else it goes to pinned host memory
-    and each batch's crops travel to the GPU. The estimate (from the image headers) is printed
+    and each batch's tiles travel to the GPU. The estimate (from the image headers) is printed
     before any tile is decoded when ``progress`` is set or the cache is big (≥ 256 MiB).
     """
 
@@ -171,39 +231,78 @@ class TileCache(FileTiles):
                 flush=True,
             )
         workers = workers or min(4, os.cpu_count() or 1)
-        self.images, self.masks = [], []
         decoded = _decoded(self.samples, scale, transform, workers)
-        for img, mask in tqdm(
-            decoded, total=len(self.samples), desc="decoding tiles", disable=not progress
-        ):
-            if self.pinned:
-                img, mask = img.pin_memory(), mask.pin_memory()
-            self.images.append(img.to(self.device))
-            self.masks.append(mask.to(self.device))
+        self.store = _flatten(
+            tqdm(decoded, total=len(self.samples), desc="decoding tiles", disable=not progress),
+            _sizes(self.samples, scale),
+            self.device,
+            pin=self.pinned,
+            names=[sample.image for sample in self.samples],
+        )
 
     def tile(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.masks[index]
+        (h, w), start = self.store.shapes[index], self.store.starts[index]
+        pixels = self.store.pixels[start : start + h * w].view(h, w, 3).permute(2, 0, 1)
+        return pixels, self.store.labels[start : start + h * w].view(1, h, w)
+
+    def flat(self, indices: Sequence[int], device) -> FlatTiles:
+        if self.store.pixels.device != torch.device(device):  # a host cache: the tiles travel
+            return super().flat(indices, device)
+        return replace(
+            self.store,
+            starts=[self.store.starts[i] for i in indices],
+            shapes=[self.store.shapes[i] for i in indices],
+        )
 
     def tensor_bytes(self) -> int:
-        """Bytes the cached tensors actually take."""
-        tensors = self.images + self.masks
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Bytes the cached tiles take (without the one glass pixel)."""
+        return self.store.pixels.nbytes + self.store.labels.nbytes - 4
 
 
-def draw_crops(
-    n_tiles: int,
-    batch_size: int,
-    g: torch.Generator,
-    scale_range: tuple[float, float] = (0.8, 1.25),
-) -> list[tuple[int, float, float, float]]:
-    """(tile index, scale, y fraction, x fraction) of each crop of a batch.
-
-    Drawn on ``g``'s device; a CPU generator costs no synchronisation, a CUDA one costs one.
-    """
-    picks = torch.randint(0, n_tiles, (batch_size,), generator=g, device=g.device)
-    u = torch.rand(batch_size, 3, generator=g, device=g.device)
+def draw_crops(n_tiles: int, batch_size: int, g: torch.Generator, scale_range=(0.8, 1.25)):
+    """Tile index, scale, y fraction and x fraction of each crop of a batch (four arrays),
+    drawn from the CPU generator ``g``."""
+    picks = torch.randint(0, n_tiles, (batch_size,), generator=g)
+    u = torch.rand(batch_size, 3, generator=g)
     scales = scale_range[0] + (scale_range[1] - scale_range[0]) * u[:, 0]
-    return list(zip(picks.tolist(), scales.tolist(), u[:, 1].tolist(), u[:, 2].tolist()))
+    return picks.tolist(), scales.tolist(), u[:, 1].tolist(), u[:, 2].tolist()
+
+
+def _axis_sources(
+    crop: int, windows: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each output pixel of a crop reads from, along one axis, for every crop of a batch.
+
+    A window of ``windows[k]`` pixels from ``offsets[k]`` of a tile ``lengths[k]`` long is
+    resized to ``crop`` pixels. Returns (3, k, crop) positions in the tile — the two bilinear
+    neighbours and the nearest pixel, -1 past the tile's end (glass) — and (2, k, crop) bilinear
+    weights. The formulas are those of ``F.interpolate`` (``align_corners=False``), in float32
+    as there, so the result matches resizing each window on its own.
+    """
+    scale = (windows.astype(np.float32) / np.float32(crop))[:, None]
+    out = np.arange(crop, dtype=np.float32)
+    source = np.maximum((out + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    low = source.astype(np.int64)
+    high = np.minimum(low + 1, windows[:, None] - 1)
+    weight_high = source - low.astype(np.float32)
+    nearest = np.minimum(np.floor(out * scale).astype(np.int64), windows[:, None] - 1)
+    positions = np.stack([low, high, nearest]) + offsets[:, None]
+    positions[positions >= lengths[:, None]] = -1
+    return positions, np.stack([1 - weight_high, weight_high])
+
+
+def _flip_and_rotate(down, across, coins: torch.Tensor):
+    """Flip and rotate each crop by three fair coins (uniform (k, 3) numbers < 0.5): transpose,
+    horizontal flip, vertical flip. ``down`` and ``across`` are the (positions, weights) tables
+    that the output's rows and columns read: a transpose swaps them, a flip reverses one."""
+    transpose, hflip, vflip = (coins < 0.5).numpy().T[:, :, None]  # each (k, 1)
+    down, across = (
+        tuple(np.where(transpose, b, a) for a, b in zip(first, second))
+        for first, second in ((down, across), (across, down))
+    )
+    down = tuple(np.where(vflip, t[..., ::-1], t) for t in down)
+    across = tuple(np.where(hflip, t[..., ::-1], t) for t in across)
+    return down, across
 
 
 def sample_batch(
@@ -213,44 +312,55 @@ def sample_batch(
     g: torch.Generator,
     device,
     scale_range: tuple[float, float] = (0.8, 1.25),
+    flips: bool = False,
 ):
     """Random tiles at random scale and position: images in [0, 1], {0,1} masks, on ``device``.
 
-    A window of ``crop / s`` pixels (s drawn from ``scale_range``) is cut and resized to ``crop``;
-    windows larger than the tile are padded with white glass (mask 0). Pass a CPU generator:
-    the random numbers are then drawn on the host and nothing here waits for the GPU.
+    A window of ``crop / s`` pixels (s drawn from ``scale_range``) is cut and resized to
+    ``crop`` (bilinear for the image, nearest for the mask); windows larger than the tile are
+    padded with white glass (mask 0). With ``flips`` each crop also gets a random element of the
+    dihedral group (three fair coins: transpose, horizontal flip, vertical flip; each of the 8
+    flips and 90° rotations with probability 1/8), the same for image and mask. Pass a CPU
+    generator: every random number is drawn on the host.
 
-    Each crop is a view of its cached tile; only the window is converted and resized (one
-    ``interpolate`` per crop, into a preallocated batch). The windows differ in size, so a
-    batched ``roi_align`` would need the whole cache as floats (4× its memory) or a padded float
-    copy per batch: more memory traffic than the per-crop kernels it would save.
+    Written by hand because no library cuts differently sized windows from uint8 tiles without
+    converting them whole to float: the crop geometry (which tile pixels feed each output pixel,
+    and with what weight) is computed on the host with NumPy, as small (crop, row) and
+    (crop, column) tables; flips and rotations only reverse or swap those tables. On the device
+    the batch is then five gathers from the cache and a weighted sum: a few dozen operators per
+    batch whatever its size, so the host that issues them stays free for the model step.
+    The images come out channels_last, the layout the model runs in on the GPU.
     """
     device = torch.device(device)
-    crops = draw_crops(len(tiles), batch_size, g, scale_range)
-    images = torch.empty(batch_size, 3, crop, crop, device=device)
-    masks = torch.empty(batch_size, 1, crop, crop, device=device)
-    for i, (index, s, fy, fx) in enumerate(crops):
-        img, mask = tiles.tile(index)
-        window = max(1, round(crop / s))
-        height, width = img.shape[-2:]
-        y = int(fy * (max(height, window) - window + 1))
-        x = int(fx * (max(width, window) - window + 1))
-        img = img[:, y : y + window, x : x + window].to(device, non_blocking=True)
-        mask = mask[:, y : y + window, x : x + window].to(device, non_blocking=True)
-        img, mask = _pad_to(img, window, 255), _pad_to(mask, window, 0)
-        images[i] = _resize(img[None].float(), crop, "bilinear")[0]
-        masks[i] = _resize(mask[None], crop, "nearest")[0]
-    return images.div_(255), masks
+    picks, scales, ys, xs = draw_crops(len(tiles), batch_size, g, scale_range)
+    source = tiles.flat(picks, device)
+    heights, widths = (np.array(sizes) for sizes in zip(*source.shapes))
+    windows = np.array([max(1, round(crop / s)) for s in scales])
+    rows = (ys * (np.maximum(heights, windows) - windows + 1)).astype(np.int64)
+    cols = (xs * (np.maximum(widths, windows) - windows + 1)).astype(np.int64)
+    row_at, row_weights = _axis_sources(crop, windows, rows, heights)
+    col_at, col_weights = _axis_sources(crop, windows, cols, widths)
+    # a pixel's row in the flat store is (tile start + row · width) + column; glass if either
+    # part is past the tile's edge (the -1 positions)
+    starts = np.array(source.starts)[:, None]
+    row_at = np.where(row_at < 0, source.glass, starts + row_at * widths[:, None])
+    col_at = np.where(col_at < 0, source.glass, col_at)
+    down, across = (row_at, row_weights), (col_at, col_weights)  # for the output's dims -2, -1
+    if flips:
+        down, across = _flip_and_rotate(down, across, torch.rand((batch_size, 3), generator=g))
+    (down, down_weights), (across, across_weights) = down, across
+    at = to_device(torch.from_numpy(np.stack([down, across])), device)
+    weights = to_device(torch.from_numpy(np.stack([down_weights, across_weights])), device)
+    down, across = at[0, :, :, :, None], at[1, :, :, None, :]  # (3, k, crop, 1), (3, k, 1, crop)
+    wd = weights[0, :, :, :, None, None]  # (2, k, crop, 1, 1)
+    wa = weights[1, :, :, None, :, None]  # (2, k, 1, crop, 1)
 
+    def read(table: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        # a glass row plus any column, or a row plus a glass column, clips to the glass row
+        return table[(down[i] + across[j]).clamp_max_(source.glass)]
 
-def _pad_to(t: torch.Tensor, size: int, value: int) -> torch.Tensor:
-    pad_h, pad_w = max(0, size - t.shape[1]), max(0, size - t.shape[2])
-    return F.pad(t, (0, pad_w, 0, pad_h), value=value) if pad_h or pad_w else t
-
-
-def _resize(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    if t.shape[-1] == size and t.shape[-2] == size:
-        return t
-    if mode == "nearest":
-        return F.interpolate(t, size=(size, size), mode="nearest")
-    return F.interpolate(t, size=(size, size), mode=mode, align_corners=False)
+    top = read(source.pixels, 0, 0) * wa[0] + read(source.pixels, 0, 1) * wa[1]
+    bottom = read(source.pixels, 1, 0) * wa[0] + read(source.pixels, 1, 1) * wa[1]
+    images = (top * wd[0] + bottom * wd[1]).permute(0, 3, 1, 2).div_(255)
+    masks = read(source.labels, 2, 2).unsqueeze(1).float()
+    return images, masks

@@ -52,13 +52,13 @@ def hue_matrices(angles: np.ndarray) -> np.ndarray:
 def _per_pixel(images: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
     """``x @ matrices[n]`` for every pixel's channel vector ``x`` of image ``n``.
 
-    One batched matrix product over (n, pixels, 3). For a channels_last batch (as
-    ``sample_batch`` cuts them) the pixels are already laid out that way, so nothing is copied.
+    Three products summed elementwise rather than a batched matrix product: on the CPU the
+    BLAS result of a (pixels × 3) @ (3 × 3) product could differ between runs in its last
+    digits, and a batch must be a function of the seed alone.
     """
-    n, channels, height, width = images.shape
-    matrices = _on_device(matrices, images.device)
-    pixels = images.permute(0, 2, 3, 1).reshape(n, height * width, channels)
-    return torch.bmm(pixels, matrices).view(n, height, width, channels).permute(0, 3, 1, 2)
+    n, channels = images.shape[:2]
+    matrices = _on_device(matrices, images.device).view(n, channels, channels, 1, 1)
+    return (images.unsqueeze(2) * matrices).sum(1)
 
 
 def colour_jitter(images: torch.Tensor, g: torch.Generator, strength: float = 0.1):

@@ -189,6 +189,14 @@ def test_transforms_run_in_the_calling_thread_and_match_the_plain_path(mixed_sam
         assert all(torch.equal(a, b) for a, b in zip(cache.tile(i), files.tile(i)))
 
 
+def test_a_tile_that_does_not_decode_to_its_header_size_is_named(mixed_samples):
+    def crop(image):  # a transform that changes the size, as a careless one might
+        return image[:-2]
+
+    with pytest.raises(ValueError, match=r"image.*tile00\.png: .* the image header says"):
+        TileCache(mixed_samples, transform=crop)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("gpu_fraction", [0.5, 0.0], ids=["gpu-cache", "host-cache"])
 def test_cutting_and_augmenting_a_batch_on_the_gpu_never_waits_for_it(mixed_samples, gpu_fraction):

@@ -6,8 +6,7 @@
 Runs paths 1 and 2 of ``train_throughput.py`` (same settings and defaults, same synthetic
 tiles) under ``torch.profiler``, after a warm-up of each: ``--steps`` steps of the model-only
 ``TrainStep`` on a fixed batch on the device, then one ``fit`` epoch of ``--steps`` steps on the
-tile cache, with each batch cut in turn (no prefetch thread: the profiler sees only the thread
-that started it). Per step it prints the wall time, the host time of the step and of the batch
+tile cache. Per step it prints the wall time, the host time of the step and of the batch
 (the ``cosas.step`` and ``cosas.batch`` labels of ``fit``) and, on CUDA, the GPU's busy time
 (the sum of its kernel and copy times) and the number of kernels.
 
@@ -16,18 +15,16 @@ waits for the host (Python and operator dispatch issuing the kernels), and then 
 the data path adds costs the trainer time that the ceiling does not pay. Times are under the
 profiler, which adds a little host time to every operator.
 
-It also counts, without timing, the aten operators the main thread issues per step (torch's
-dispatch modes are per thread): for the ceiling and for the trainer with batches cut in turn
-and ahead (in ``fit``'s background thread), each over one epoch from a fresh optimiser, eager
-(the count ignores ``--compile``). If the host bounds the step, the ceiling's count over the
-trainer's is about the most the ratio 2/1 of ``train_throughput.py`` can reach.
+It also counts, without timing, the aten operators the main thread issues per step: for the
+ceiling and for the trainer, each over one epoch from a fresh optimiser, eager (the count
+ignores ``--compile``). If the host bounds the step, the ceiling's count over the trainer's is
+about the most the ratio 2/1 of ``train_throughput.py`` can reach.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -79,12 +76,12 @@ def summarise(prof, steps: int, seconds: float, cuda: bool) -> dict:
     return row
 
 
-OPERATOR_ROWS = ("model-only ceiling", "trainer, batches cut in turn", "trainer, batches cut ahead")
+OPERATOR_ROWS = ("model-only ceiling", "trainer")
 
 
 class OperatorCount(TorchDispatchMode):
-    """Counts the aten operators the thread that entered it dispatches (a private torch API,
-    the standard hook for this; no public one counts operators without timing them)."""
+    """Counts the aten operators dispatched while it is entered (a private torch API, the
+    standard hook for this; no public one counts operators without timing them)."""
 
     def __init__(self):
         super().__init__()
@@ -95,9 +92,9 @@ class OperatorCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def main_thread_operators(model, cache, config, device) -> dict:
-    """Aten operators the main thread issues per step: the ceiling (a fresh ``TrainStep`` on a
-    fixed batch) and one ``fit`` epoch with batches cut in turn and ahead, eager."""
+def operators_per_step(model, cache, config, device) -> dict:
+    """Aten operators issued per step: the ceiling (a fresh ``TrainStep`` on a fixed batch) and
+    one ``fit`` epoch, eager."""
     config = config.replace(compile=False)
     steps = config.steps_per_epoch
     images, masks = random_batch(config, device)
@@ -107,10 +104,10 @@ def main_thread_operators(model, cache, config, device) -> dict:
         for _ in range(steps):
             step(images, masks)
 
-    def trainer(ahead: bool):
-        fit(model, cache, config, device, progress=False, prefetch=ahead)
+    def trainer():
+        fit(model, cache, config, device, progress=False)
 
-    work = dict(zip(OPERATOR_ROWS, (ceiling, partial(trainer, False), partial(trainer, True))))
+    work = dict(zip(OPERATOR_ROWS, (ceiling, trainer)))
     counts = {}
     for name, run in work.items():
         with OperatorCount() as counter:
@@ -149,12 +146,12 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     cache = TileCache(samples, 1.0, device=device, progress=False)
 
     def trainer():
-        fit(model, cache, config, device, progress=False, prefetch=False)
+        fit(model, cache, config, device, progress=False)
 
     ceiling()  # warm-up of both paths
     trainer()
     rows = {CEILING: profiled(ceiling, steps, device), TRAINER: profiled(trainer, steps, device)}
-    operators = main_thread_operators(model, cache, config, device)
+    operators = operators_per_step(model, cache, config, device)
     return {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
@@ -165,7 +162,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
             "compile": device.type == "cuda" and args.compile,
         },
         "rows": rows,
-        "main_thread_operators": operators,
+        "operators_per_step": operators,
     }
 
 
@@ -190,12 +187,11 @@ def report(result: dict) -> str:
             f"{_cell(row, 'host_batch_ms', 8)}{_cell(row, 'gpu_busy_ms', 13)}"
             f"{_cell(row, 'gpu_busy_share', 7, '{:.0%}')}{_cell(row, 'kernels', 9, '{:.0f}')}"
         )
-    operators = result["main_thread_operators"]
+    operators = result["operators_per_step"]
     ceiling = operators[OPERATOR_ROWS[0]]
     lines += [
         "",
-        f"{'aten operators the main thread issues per step (eager)':<58}{'count':>8}"
-        f"{'ceiling ÷ count':>17}",
+        f"{'aten operators issued per step (eager)':<58}{'count':>8}{'ceiling ÷ count':>17}",
     ]
     for name, count in operators.items():
         lines.append(f"{name:<58}{count:>8.0f}{ceiling / count:>17.3f}")

@@ -18,10 +18,7 @@ Measures in one run, on one device, images per second of:
 
 Paths 1 and 2 are timed in alternating rounds and reported as the median round (each round is
 printed too). It prints the ratios 2/1 (how close the trainer gets to the model's own speed)
-and 2/3 (its speed-up over the baseline). Path 2 runs as ``fit`` runs by default on the device:
-on CUDA the next batch is cut in a background thread while the step runs its backward pass
-(``prefetch``), on the CPU in turn. The same rounds also time the other setting ("2b"), so one
-run shows what the background thread is worth. It also times sliding-window prediction of one
+and 2/3 (its speed-up over the baseline). It also times sliding-window prediction of one
 tile (``cosas_tutorial.evaluate.predict_tile``, window = crop, no TTA, autocast on a GPU): the
 mean of ``--runs`` runs after a warm-up (the whole tile on a GPU, one window on the CPU), each
 ending with the probability map on the host. On CUDA it also counts host-device synchronisations of
@@ -71,11 +68,10 @@ from cosas_tutorial.data.tiles import TileCache  # noqa: E402
 from cosas_tutorial.env import autocast_dtype, pick_device  # noqa: E402
 from cosas_tutorial.evaluate import predict_tile, window_grid  # noqa: E402
 from cosas_tutorial.model import build_model  # noqa: E402
-from cosas_tutorial.train import TrainStep, cut_batch, default_prefetch, fit  # noqa: E402
+from cosas_tutorial.train import TrainStep, cut_batch, fit  # noqa: E402
 
 CEILING = "model-only ceiling"
 TRAINER = "cosas trainer (cache + device augmentation)"
-PREFETCH_SWAPPED = "2b: the trainer with prefetch {}"  # fit's other prefetch setting
 SYNC_WARNING = "called a synchronizing CUDA operation"
 SCALE_RANGE = (0.8, 1.25)  # as cosas_tutorial.data.tiles.sample_batch
 
@@ -232,11 +228,8 @@ def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
     ``config.steps_per_epoch`` steps (so a drift of the machine hits both alike).
 
     Path 1 steps one ``TrainStep`` on a fixed random batch already on the device; path 2 is one
-    epoch of ``fit`` per round (its own timer stops after the epoch's losses reach the host),
-    followed by one with the prefetch setting swapped.
+    epoch of ``fit`` per round (its own timer stops after the epoch's losses reach the host).
     """
-    prefetch = default_prefetch(device)
-    swapped = PREFETCH_SWAPPED.format("off" if prefetch else "on")
     images, masks = random_batch(config, device)
     steps = config.steps_per_epoch
     ceiling_step = TrainStep(model, config, device, total_steps=warmup + rounds * steps)
@@ -253,14 +246,9 @@ def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
         "fill_seconds": time.perf_counter() - started,
     }
     warmup_config = config.replace(epochs=1, steps_per_epoch=warmup)
-    for ahead in (prefetch, not prefetch):
-        fit(model, cache, warmup_config, device, progress=False, prefetch=ahead)
+    fit(model, cache, warmup_config, device, progress=False)
 
-    def trainer_rate(ahead: bool) -> float:
-        epoch = fit(model, cache, config, device, progress=False, prefetch=ahead)[-1]
-        return steps * config.batch_size / epoch["seconds"]
-
-    rates = {CEILING: [], TRAINER: [], swapped: []}
+    rates = {CEILING: [], TRAINER: []}
     for _ in range(rounds):
         sync(device)
         started = time.perf_counter()
@@ -268,13 +256,13 @@ def run_paths(model, samples, config, device, rounds: int, warmup: int) -> dict:
             ceiling_step(images, masks)
         sync(device)
         rates[CEILING].append(steps * config.batch_size / (time.perf_counter() - started))
-        rates[TRAINER].append(trainer_rate(prefetch))
-        rates[swapped].append(trainer_rate(not prefetch))
+        epoch = fit(model, cache, config, device, progress=False)[-1]
+        rates[TRAINER].append(steps * config.batch_size / epoch["seconds"])
 
     cache_info["data_ms_per_batch"] = time_data_path(cache, config, device)
     if device.type == "cuda":
         cache_info["syncs_per_step"] = count_syncs(model, cache, config, device)
-    return {"rounds": rates, "cache": cache_info, "prefetch": prefetch, "swapped": swapped}
+    return {"rounds": rates, "cache": cache_info}
 
 
 def time_data_path(cache, config, device, batches: int = 5) -> float:
@@ -436,14 +424,12 @@ def report(result: dict) -> str:
         "",
         f"{'path':<52}{'images/s':>10}  rounds (median above)",
     ]
-    swapped, rate = result["prefetch_swapped"]["label"], result["prefetch_swapped"]["rate"]
-    ceiling, trainer, baseline = result["rows"].items()
-    for number, (name, row_rate) in zip("12 3", (ceiling, trainer, (swapped, rate), baseline)):
+    for number, (name, row_rate) in enumerate(result["rows"].items(), start=1):
         rounds = " ".join(f"{r:.1f}" for r in result["rounds"].get(name, []))
         lines.append(f"{number} {name:<50}{row_rate:>10.1f}  {rounds}".rstrip())
     lines += [
         "",
-        f"ratio 2/1: {result['ratios']['2/1']:.2f}  (2b/1: {rate / ceiling[1]:.2f})",
+        f"ratio 2/1: {result['ratios']['2/1']:.2f}",
         f"ratio 2/3: {result['ratios']['2/3']:.2f}",
     ]
     p = result["predict"]
@@ -471,7 +457,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     samples = write_tiles(folder, args.tiles, args.tile)
     model = build_model(args.encoder)
     paths = run_paths(model, samples, config, device, args.rounds, args.warmup)
-    ceiling, trainer, swapped = (statistics.median(rates) for rates in paths["rounds"].values())
+    ceiling, trainer = (statistics.median(rates) for rates in paths["rounds"].values())
     baseline = run_baseline(
         model, samples, config, device, args.baseline_steps, args.warmup, args.workers, args.tile
     )
@@ -506,8 +492,6 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
             baseline_label(args.workers): baseline,
         },
         "rounds": paths["rounds"],
-        "prefetch": paths["prefetch"],  # path 2's setting; 2b has the other
-        "prefetch_swapped": {"label": paths["swapped"], "rate": swapped},
         "ratios": {"2/1": trainer / ceiling, "2/3": trainer / baseline},
         "cache": paths["cache"],
         "predict": predict,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,19 +30,11 @@ def cyclic_cosine(total_steps: int, cycles: int = 1):
     return factor
 
 
-def epoch_generator(seed: int, stage: str, epoch: int, device="cpu") -> torch.Generator:
-    """The random stream of one epoch: a function of (seed, stage, epoch) alone, so a resumed
-    run draws exactly the batches an uninterrupted one would."""
+def epoch_generator(seed: int, stage: str, epoch: int) -> torch.Generator:
+    """The random stream (a CPU generator) of one epoch: a function of (seed, stage, epoch)
+    alone, so a resumed run draws exactly the batches an uninterrupted one would."""
     stage_code = sum(ord(c) * 31**i for i, c in enumerate(stage)) % 100_003
-    g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + stage_code * 1_009 + epoch)
-    return g
-
-
-def default_prefetch(device: torch.device) -> bool:
-    """Whether :func:`fit` cuts batches ahead by default: on CUDA, where the host only issues
-    kernels; not on the CPU, where the batch and the step compete for the same cores."""
-    return torch.device(device).type == "cuda"
+    return torch.Generator().manual_seed(seed * 1_000_003 + stage_code * 1_009 + epoch)
 
 
 def cut_batch(tiles: FileTiles, config: RunConfig, g: torch.Generator, device: torch.device):
@@ -59,74 +48,6 @@ def cut_batch(tiles: FileTiles, config: RunConfig, g: torch.Generator, device: t
         if config.augment:
             images = augment_colours(images, g, config.stain_aug)
     return images, masks
-
-
-class BatchStream:
-    """``steps`` training batches (:func:`cut_batch`) drawn in turn from ``g``; iterate over it.
-
-    With ``ahead``, one background thread cuts the next batch once :meth:`cut_next` is called;
-    :func:`fit` calls it when a step reaches its backward pass. That is when the thread is
-    free to run: the backward runs in autograd's engine, in C++, without Python's GIL, while
-    the forward holds the GIL between its operators. A thread cutting a batch during the
-    forward would fight the main thread for the GIL at every operator (in a CPU model of a
-    host-bound step, see ``benchmarks/RESULTS.md``, that made the step slower than cutting the
-    batch in turn); during the backward it runs alongside. Without a call to :meth:`cut_next`
-    a batch is cut when it is asked for. The batches are the same either way: only one thread
-    draws from ``g``, one batch after another. Close the stream (or use ``with``) to stop the
-    thread when an epoch ends early.
-    """
-
-    def __init__(
-        self,
-        tiles: FileTiles,
-        config: RunConfig,
-        g: torch.Generator,
-        device: torch.device,
-        steps: int,
-        ahead: bool = False,
-    ):
-        self.cut = partial(cut_batch, tiles, config, g, device)
-        self.left = steps  # batches not yet cut or being cut
-        self.pending: Future | None = None
-        self.pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="cosas-batches") if ahead and steps else None
-        )
-
-    def cut_next(self) -> None:
-        """Start cutting the next batch in the background thread (if there is a thread, a batch
-        left, and none is being cut already)."""
-        if self.pool is not None and self.pending is None and self.left:
-            self.pending = self.pool.submit(self.cut)
-            self.left -= 1
-
-    def __iter__(self) -> BatchStream:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pool is None:
-            if not self.left:
-                raise StopIteration
-            self.left -= 1
-            return self.cut()
-        self.cut_next()
-        if self.pending is None:
-            self.close()
-            raise StopIteration
-        batch, self.pending = self.pending.result(), None
-        return batch
-
-    def close(self) -> None:
-        """Stop the background thread (after the batch it is cutting, if any)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-        self.left = 0
-
-    def __enter__(self) -> BatchStream:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class TrainStep:
@@ -166,21 +87,14 @@ class TrainStep:
     def precision(self) -> str:
         return str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
 
-    def __call__(
-        self,
-        images: torch.Tensor,
-        masks: torch.Tensor,
-        before_backward: Callable[[], None] | None = None,
-    ) -> torch.Tensor:
-        """One step on a batch; ``before_backward`` is called once the forward pass is issued."""
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """One step on a batch; returns its loss (on the device)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         enabled = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled):
             loss = self.loss_fn(self.forward(images).float(), masks)
         self.optimiser.zero_grad(set_to_none=True)
-        if before_backward is not None:
-            before_backward()
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimiser)
         self.scaler.update()
@@ -210,7 +124,6 @@ def fit(
     stage: str = "train",
     resume: bool = False,
     progress: bool = True,
-    prefetch: bool | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``tiles`` for ``config.epochs`` epochs; return per-epoch history.
 
@@ -220,13 +133,11 @@ def fit(
     Batches are cut and augmented on ``device`` with random numbers from a CPU generator per
     epoch (the same stream on CPU and GPU). Losses stay on the device until the epoch ends; the
     progress bar reads one every ``LOSS_EVERY`` steps. So the host queues work ahead of the GPU
-    and never waits for it inside an epoch. ``prefetch`` cuts the next batch in a background
-    thread while each step runs its backward pass (:class:`BatchStream`); ``None`` means
-    :func:`default_prefetch`.
+    and never waits for it inside an epoch. A batch is cut in turn, before its step: its few
+    dozen operators (:func:`~cosas_tutorial.data.tiles.sample_batch`) are a small fraction of
+    the thousands a step issues.
     """
     device = torch.device(device)
-    if prefetch is None:
-        prefetch = default_prefetch(device)
     step = TrainStep(model, config, device, config.epochs * config.steps_per_epoch)
 
     history: list[dict] = []
@@ -239,23 +150,21 @@ def fit(
 
     model.train()
     for epoch in range(start_epoch, config.epochs):
-        g = epoch_generator(config.seed, stage, epoch, torch.device("cpu"))
+        g = epoch_generator(config.seed, stage, epoch)
         torch.manual_seed(config.seed * 7919 + epoch)  # stochastic depth inside the encoder
         losses, started = [], time.perf_counter()
-        batches = BatchStream(tiles, config, g, device, config.steps_per_epoch, prefetch)
         bar = tqdm(
-            enumerate(batches),
-            total=config.steps_per_epoch,
+            range(config.steps_per_epoch),
             disable=not progress,
             leave=False,
             desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
         )
-        with batches:  # an interrupted epoch stops the prefetch thread at once
-            for i, (images, masks) in bar:
-                with record_function(STEP_LABEL):
-                    losses.append(step(images, masks, before_backward=batches.cut_next))
-                if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):
-                    bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+        for i in bar:
+            images, masks = cut_batch(tiles, config, g, device)
+            with record_function(STEP_LABEL):
+                losses.append(step(images, masks))
+            if progress and (i % LOSS_EVERY == 0 or i == config.steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{losses[-1].item():.3f}")
         mean_loss = torch.stack(losses).double().mean().item()  # waits for the epoch's steps
         history.append(
             {

@@ -48,13 +48,10 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert list(result["rows"]) == list(ROWS)
     assert all(rate > 0 for rate in result["rows"].values())
-    swapped = result["prefetch_swapped"]
-    assert result["prefetch"] is False and swapped["label"] == "2b: the trainer with prefetch on"
-    medians = {**result["rows"], swapped["label"]: swapped["rate"]}
-    assert list(result["rounds"]) == [*ROWS[:2], swapped["label"]]
-    for name, rounds in result["rounds"].items():  # paths 1, 2 and 2b: the median round
+    assert list(result["rounds"]) == list(ROWS[:2])
+    for name, rounds in result["rounds"].items():  # paths 1 and 2: the median round
         assert len(rounds) == result["settings"]["rounds"] == 2
-        assert min(rounds) <= medians[name] <= max(rounds)
+        assert min(rounds) <= result["rows"][name] <= max(rounds)
     assert set(result["ratios"]) == {"2/1", "2/3"}
     assert result["ratios"]["2/1"] == result["rows"][ROWS[1]] / result["rows"][ROWS[0]]
     assert all(ratio > 0 for ratio in result["ratios"].values())
@@ -64,8 +61,7 @@ def test_throughput_benchmark_runs_tiny_on_the_cpu(tmp_path):
     printed = done.stdout
     for row in ROWS:
         assert row in printed
-    assert "ratio 2/1:" in printed and "ratio 2/3:" in printed and "(2b/1: " in printed
-    assert swapped["label"] in printed
+    assert "ratio 2/1:" in printed and "ratio 2/3:" in printed
     assert "sliding-window prediction" in printed
 
 
@@ -80,11 +76,10 @@ def test_step_profile_runs_tiny_on_the_cpu(tmp_path):
     for row in rows.values():
         assert 0 < row["host_step_ms"] <= row["wall_ms"] * 1.05
     assert all(name in done.stdout for name in ROWS[:2])
-    # the main thread's operators per step: the data path's leave it when batches are cut ahead
-    ceiling, in_turn, ahead = result["main_thread_operators"].values()
-    assert ceiling <= ahead < in_turn
-    assert ahead - ceiling < 0.1 * (in_turn - ceiling)
-    assert "aten operators the main thread issues per step" in done.stdout
+    # the operators issued per step: the data path adds a few dozen to the model's thousands
+    ceiling, trainer = result["operators_per_step"].values()
+    assert ceiling < trainer < 1.1 * ceiling
+    assert "aten operators issued per step" in done.stdout
 
 
 def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
@@ -102,29 +97,7 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (out / "gpu_check.log").read_text()
     assert "gpu_check: all steps passed" in log and "ratio 2/1:" in log
-    assert "batch cut in a thread from the backward's start" in log  # the GIL model ran
     assert json.loads((out / "bench-eager.json").read_text())["device"] == "cpu"
     assert json.loads((out / "profile-eager.json").read_text())["device"] == "cpu"
     records = [json.loads(line) for line in (out / "train-records.jsonl").read_text().splitlines()]
     assert records and all(r["history"][-1]["amp"] == "fp32" for r in records)  # CPU: fp32
-
-
-def test_gil_model_runs_and_reports_every_path():
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "gil_contention.py"), "--rounds", "3"]
-        + ["--forward-ops", "100", "--batch-ops", "20", "--backward-side", "100"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=cpu_env(),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith(("step ", "batch "))]
-    assert [row.split("  ")[0] for row in rows] == [
-        "step alone (ceiling)",
-        "batch cut in turn",
-        "batch cut in a thread from the forward's start",
-        "batch cut in a thread from the backward's start",
-    ]
-    assert all(float(row.split()[-1]) > 0 for row in rows)
-    assert rows[0].split()[-1] == "1.000"  # the ceiling over itself

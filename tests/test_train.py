@@ -1,5 +1,4 @@
 import math
-import threading
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from cosas_tutorial.data.cosas import discover
 from cosas_tutorial.data.tiles import TileCache
 from cosas_tutorial.env import seed_everything
 from cosas_tutorial.model import build_model
-from cosas_tutorial.train import BatchStream, TrainStep, cyclic_cosine, epoch_generator, fit
+from cosas_tutorial.train import TrainStep, cyclic_cosine, fit
 
 CPU = torch.device("cpu")
 
@@ -61,96 +60,6 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_synthetic, tmp_pa
     assert [h["loss"] for h in resumed] == [h["loss"] for h in history]
     for (name, a), b in zip(model.state_dict().items(), model_c.state_dict().values()):
         assert torch.equal(a, b), name
-
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-    ),
-]
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_batches_cut_ahead_in_a_thread_are_the_batches_cut_in_turn(tiny_synthetic, device):
-    _, tiles, config = _fresh(tiny_synthetic)
-    tiles = TileCache(tiles.samples, device=device)
-    streams = []
-    for ahead in (False, True):
-        with BatchStream(tiles, config, epoch_generator(3, "train", 0), device, 4, ahead) as stream:
-            batches = []
-            for batch in stream:
-                stream.cut_next()  # as fit does once a step's forward is issued
-                batches.append(batch)
-        streams.append(batches)
-    assert len(streams[0]) == len(streams[1]) == 4
-    for (images_a, masks_a), (images_b, masks_b) in zip(*streams):
-        assert torch.equal(images_a, images_b) and torch.equal(masks_a, masks_b)
-    assert not torch.equal(streams[0][0][0], streams[0][1][0])  # successive batches differ
-
-
-def test_prefetching_changes_nothing_but_speed(tiny_synthetic):
-    runs = []
-    for prefetch in (False, True):
-        model, tiles, config = _fresh(tiny_synthetic)
-        history = fit(model, tiles, config, CPU, progress=False, prefetch=prefetch)
-        runs.append((history, model.state_dict()))
-    (history_a, weights_a), (history_b, weights_b) = runs
-    assert [h["loss"] for h in history_a] == [h["loss"] for h in history_b]
-    for (name, a), b in zip(weights_a.items(), weights_b.values()):
-        assert torch.equal(a, b), name
-
-
-def test_a_failing_batch_in_the_prefetch_thread_reaches_the_caller(tiny_synthetic, monkeypatch):
-    model, tiles, config = _fresh(tiny_synthetic)
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("tile 3 is unreadable")
-
-    monkeypatch.setattr(train_module, "sample_batch", broken)
-    with pytest.raises(RuntimeError, match="tile 3 is unreadable"):
-        fit(model, tiles, config, CPU, progress=False, prefetch=True)
-
-
-def test_an_interrupted_epoch_stops_the_prefetch_thread(tiny_synthetic, monkeypatch):
-    model, tiles, config = _fresh(tiny_synthetic)
-    real_step, calls = TrainStep.__call__, []
-
-    def interrupted_at_the_second_step(self, images, masks, before_backward=None):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_step(self, images, masks, before_backward)
-
-    monkeypatch.setattr(TrainStep, "__call__", interrupted_at_the_second_step)
-    with pytest.raises(KeyboardInterrupt) as interrupted:
-        fit(model, tiles, config, CPU, progress=False, prefetch=True)
-    assert interrupted.traceback  # still held: without closing, the stream would live on
-    assert not [t for t in threading.enumerate() if t.name.startswith("cosas-batches")]
-
-
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_the_next_batch_is_cut_once_the_step_reaches_its_backward(
-    tiny_synthetic, monkeypatch, prefetch
-):
-    """Cut ahead, batch k+1 is started only after step k's forward pass (whose operators the
-    main thread issues holding the GIL), in the background thread; in turn, before step k+1."""
-    model, tiles, config = _fresh(tiny_synthetic)
-    forwards, cuts = [], []
-    model.register_forward_hook(lambda *args: forwards.append(1))
-    real_cut = train_module.cut_batch
-
-    def logged_cut(*args):
-        cuts.append((len(forwards), threading.current_thread().name.startswith("cosas-batches")))
-        return real_cut(*args)
-
-    monkeypatch.setattr(train_module, "cut_batch", logged_cut)
-    fit(model, tiles, config, CPU, progress=False, prefetch=prefetch)
-    steps = config.steps_per_epoch
-    # forward passes done when the cut of batch k of epoch e starts: all before step k's
-    expected = [e * steps + k for e in range(config.epochs) for k in range(steps)]
-    assert [done for done, _ in cuts] == expected
-    assert all(in_thread == prefetch for _, in_thread in cuts)
 
 
 def test_fp16_trains_with_a_gradient_scaler_saved_in_the_checkpoint(

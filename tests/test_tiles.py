@@ -61,6 +61,7 @@ def test_cached_batches_equal_batches_from_files(mixed_samples, scale):
         b = augmented_batch(files, 6, 64, g_files)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].shape == (6, 3, 64, 64) and a[1].shape == (6, 1, 64, 64)
+    assert cache.flat([1, 1], "cpu").words is cache.store.words  # batches read the cache itself
     c = sample_batch(cache, 6, 64, generator(8), "cpu")[0]
     assert not torch.equal(sample_batch(cache, 6, 64, generator(7), "cpu")[0], c)
 
@@ -203,6 +204,8 @@ def test_cutting_and_augmenting_a_batch_on_the_gpu_never_waits_for_it(mixed_samp
     device = torch.device("cuda")
     cache = TileCache(mixed_samples, device=device, gpu_fraction=gpu_fraction)
     assert cache.device.type == ("cuda" if gpu_fraction else "cpu")
+    # on the GPU, batches read the cache itself; from host memory, only their tiles travel
+    assert (cache.flat([0], device).words is cache.store.words) == bool(gpu_fraction)
     g = generator()
     augmented_batch(cache, 8, 64, g, device)  # first-call allocations
     torch.cuda.synchronize()

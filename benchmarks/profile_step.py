@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
-from torch.utils._python_dispatch import TorchDispatchMode
 from train_throughput import (
     CEILING,
     TRAINER,
@@ -44,6 +43,7 @@ from train_throughput import (
 )
 
 from cosas_tutorial.data.tiles import TileCache
+from cosas_tutorial.env import OperatorCount
 from cosas_tutorial.model import build_model
 from cosas_tutorial.train import BATCH_LABEL, STEP_LABEL, TrainStep, fit
 
@@ -77,19 +77,6 @@ def summarise(prof, steps: int, seconds: float, cuda: bool) -> dict:
 
 
 OPERATOR_ROWS = ("model-only ceiling", "trainer")
-
-
-class OperatorCount(TorchDispatchMode):
-    """Counts the aten operators dispatched while it is entered (a private torch API, the
-    standard hook for this; no public one counts operators without timing them)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def operators_per_step(model, cache, config, device) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # albumentations checks online for updates on import; the tutorial never wants that.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -61,6 +62,20 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts the aten operators dispatched while it is entered: the work the host issues, one
+    by one, to the device (a private torch API, the standard hook for this; no public one counts
+    operators without timing them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 def git_commit(repo: Path | None = None) -> str | None:

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import cosas_tutorial.data.tiles as tiles_module
 from cosas_tutorial.augment import augment_colours
@@ -20,6 +19,7 @@ from cosas_tutorial.data.tiles import (
     estimate_bytes,
     sample_batch,
 )
+from cosas_tutorial.env import OperatorCount
 
 
 def generator(seed=0):
@@ -99,21 +99,11 @@ def test_a_batch_is_its_windows_resized_flipped_and_rotated_one_by_one(mixed_sam
     assert images.is_contiguous(memory_format=torch.channels_last)
 
 
-class CountOperators(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_a_batch_costs_the_same_few_operators_whatever_its_size(mixed_samples):
     """The host issues a batch as a fixed set of gathers, not as work per crop."""
     cache, counts = TileCache(mixed_samples), []
     for size in (2, 32):
-        with CountOperators() as counter:
+        with OperatorCount() as counter:
             augmented_batch(cache, size, 64, generator())
         counts.append(counter.count)
     assert counts[0] == counts[1] < 120

@@ -9,7 +9,7 @@ function of the seed alone: from the tensor cache or from files, on CPU or GPU. 
 a batch needs (a handful per image) are drawn on the host and turned, with NumPy, into one 3×3
 matrix per image: the whole colour jitter is one affine map of RGB, the H&E stain jitter one
 affine map in optical-density space. Only applying those maps runs on the device: a few passes
-over the batch, issued as a dozen operators, and the host never waits for the GPU.
+over the batch, issued as about fifteen operators each, and the host never waits for the GPU.
 
 Plain torch and NumPy rather than kornia: kornia's random augmentations draw from the global
 random state (one cannot hand them a generator), and they run each transform as its own pass

@@ -78,9 +78,14 @@ def _sizes(samples: Sequence[Sample], scale: float) -> list[tuple[int, int]]:
     return sizes
 
 
+def _cache_bytes(sizes: Sequence[tuple[int, int]]) -> int:
+    """Bytes of tiles of these (height, width) sizes in the cache: 4 a pixel (RGB + label)."""
+    return 4 * sum(h * w for h, w in sizes)
+
+
 def estimate_bytes(samples: Sequence[Sample], scale: float = 1.0) -> int:
     """uint8 bytes the cache will take (image 3 channels + mask 1), from the image headers."""
-    return 4 * sum(h * w for h, w in _sizes(samples, scale))
+    return _cache_bytes(_sizes(samples, scale))
 
 
 def _decoded(
@@ -238,7 +243,8 @@ class TileCache(FileTiles):
         workers: int | None = None,
     ):
         super().__init__(samples, scale, transform, device)
-        self.nbytes = estimate_bytes(self.samples, scale)
+        sizes = _sizes(self.samples, scale)  # read once: the estimate and the allocation
+        self.nbytes = _cache_bytes(sizes)
         room = None
         if self.device.type == "cuda":
             room = _gpu_room(self.device)
@@ -255,7 +261,6 @@ class TileCache(FileTiles):
                 flush=True,
             )
         workers = workers or min(4, os.cpu_count() or 1)
-        sizes = _sizes(self.samples, scale)
         decoded = _decoded(self.samples, scale, transform, workers)
         packed = (
             _pack(*_checked(sample, size, img, mask))

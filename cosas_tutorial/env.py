@@ -50,6 +50,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native else torch.float16
 
 
+def is_on(tensor: torch.Tensor, device) -> bool:
+    """Whether ``tensor`` is on ``device``, where a plain "cuda" means the current GPU."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return tensor.device == device
+
+
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """Send a small host tensor to ``device`` without making the host wait for the GPU.
 
@@ -57,7 +65,7 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     that block alive until the copy is done), so the copy is truly asynchronous.
     """
     device = torch.device(device)
-    if t.device == device:
+    if is_on(t, device):
         return t
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..env import to_device
+from ..env import is_on, to_device
 from .cosas import read_image, read_mask
 from .layout import Sample
 
@@ -283,21 +283,13 @@ class TileCache(FileTiles):
         return rgbl[:3], rgbl[3:]
 
     def flat(self, indices: Sequence[int], device) -> FlatTiles:
-        if not _lives_on(self.store.words, device):  # a host cache: the batch's tiles travel
+        if not is_on(self.store.words, device):  # a host cache: the batch's tiles travel
             return super().flat(indices, device)
         return self.store.subset(indices)
 
     def tensor_bytes(self) -> int:
         """Bytes the cached tiles take (without the one glass pixel)."""
         return self.store.words.nbytes - 4
-
-
-def _lives_on(tensor: torch.Tensor, device) -> bool:
-    """Whether ``tensor`` is on ``device``, where a plain "cuda" means the current GPU."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return tensor.device == device
 
 
 def _checked(sample: Sample, size: tuple[int, int], img: torch.Tensor, mask: torch.Tensor):

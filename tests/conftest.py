@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from cosas_tutorial.data.layout import pair_dirs
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 OPEN_TISSUE_DIR = SHARED_DIR / "data" / "open-tissue"
+# the book's runner (tools/execute_book.py), which the notebook and book tests use too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 
 @pytest.fixture(scope="session")

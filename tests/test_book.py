@@ -14,20 +14,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import execute_book
 import nbformat
 import numpy as np
 import pytest
 from PIL import Image
 from test_notebooks import run_notebook
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import execute_book  # noqa: E402
 
 BOOK_TITLE = "Domain generalisation for adenocarcinoma segmentation"
 CHAPTER = "03_standard_training"  # the chapter opened in Chromium besides the index

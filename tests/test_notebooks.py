@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import nbformat
-import papermill
+from execute_book import run_papermill
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 
@@ -19,13 +19,8 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 def run_notebook(name: str, out: Path, **parameters) -> nbformat.NotebookNode:
     """Execute ``book/<name>.ipynb`` with PROFILE="ci" and OUT=out; return the executed notebook."""
     executed = out / f"{name}.executed.ipynb"
-    papermill.execute_notebook(
-        BOOK / f"{name}.ipynb",
-        executed,
-        cwd=BOOK,
-        kernel_name="python3",
-        progress_bar=False,
-        parameters={"PROFILE": "ci", "OUT": str(out), **parameters},
+    run_papermill(
+        BOOK / f"{name}.ipynb", executed, {"PROFILE": "ci", "OUT": str(out), **parameters}
     )
     notebook = nbformat.read(executed, as_version=4)
     for cell in notebook.cells:
@@ -54,6 +49,21 @@ def assert_figures(out: Path, *names: str) -> None:
     for name in names:
         path = out / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 5_000, f"figure {path} missing or empty"
+
+
+def test_runner_injects_parameters_and_the_kernel_starts_quietly(tmp_path, capfd):
+    """The kernel's start-up writes nothing to the terminal (ipykernel ≥ 7.3 warns there when
+    its messages are not encrypted), and the parameters reach the notebook."""
+    source, executed = tmp_path / "source.ipynb", tmp_path / "executed.ipynb"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python"}
+    parameters = nbformat.v4.new_code_cell("ANSWER = 0")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell("print(ANSWER * 2)")]
+    nbformat.write(notebook, source)
+    run_papermill(source, executed, {"ANSWER": 21})
+    assert text_output(nbformat.read(executed, as_version=4)).strip() == "42"
+    assert capfd.readouterr().err == ""
 
 
 # --- one test per notebook, in book order -------------------------------------------------------

@@ -74,22 +74,36 @@ def notebook_parameters(path: Path, wanted: dict) -> dict:
     return {key: value for key, value in wanted.items() if key in declared}
 
 
+def run_papermill(source: Path, target: Path, parameters: dict) -> None:
+    """Execute the notebook ``source`` into ``target`` with papermill, on the python3 kernel, in
+    the source's folder.
+
+    The kernel's messages are encrypted (CurveZMQ) where pyzmq supports it: ipykernel ≥ 7.3
+    prints a warning at every kernel start when they go over TCP in plain text.
+    """
+    import papermill
+    import zmq
+    from traitlets.config import Config
+
+    encryption = "auto" if zmq.has("curve") else "disabled"
+    papermill.execute_notebook(
+        source,
+        target,
+        cwd=source.parent,
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=parameters,
+        config=Config({"KernelManager": {"transport_encryption": encryption}}),
+    )
+
+
 def execute(path: Path, profile: str, out: Path, **extra) -> float:
     """Execute one notebook in place (cwd: its folder) with papermill; return the seconds."""
-    import papermill
-
     parameters = notebook_parameters(
         path, {"PROFILE": profile, "OUT": str(out), "PROGRESS": False, **extra}
     )
     started = time.perf_counter()
-    papermill.execute_notebook(
-        path,
-        path,
-        cwd=path.parent,
-        kernel_name="python3",
-        progress_bar=False,
-        parameters=parameters,
-    )
+    run_papermill(path, path, parameters)
     return time.perf_counter() - started
 
 

@@ -381,7 +381,9 @@ def plot_error_cases(cases: Sequence[dict]) -> Figure:
 
     from .analysis import ERROR_COLOURS, error_overlay
 
-    fig, axes = plt.subplots(len(cases), 3, figsize=(8.4, 2.7 * len(cases)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(cases), 3, figsize=(8.4, 2.7 * len(cases) + 0.5), squeeze=False, layout="constrained"
+    )
     for row, case in zip(axes, cases):
         prediction = case["probability"] > case["threshold"]
         row[0].imshow(case["image"])
@@ -394,9 +396,12 @@ def plot_error_cases(cases: Sequence[dict]) -> Figure:
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.colorbar(shown, ax=axes[:, 1].tolist(), fraction=0.04)
+    # under their columns (constrained layout keeps the three columns the same size)
+    fig.colorbar(shown, ax=axes[-1, 1], location="bottom", shrink=0.9, aspect=20)
     legend = [Patch(color=np.array(c) / 255, label=k.upper()) for k, c in ERROR_COLOURS.items()]
-    axes[0][2].legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[-1, 2].legend(
+        handles=legend, fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.03)
+    )
     return fig
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -530,6 +531,11 @@ def plot_reliability(tables: dict) -> Figure:
     top.set_ylim(0, 1)
     top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     bottom.set_yscale("log")
+    # ticks at 1 and 3 per decade, written as plain numbers (matplotlib's default labels the
+    # minor ticks of a short log axis with powers of ten, which crowd this small panel)
+    bottom.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 3.0)))
+    bottom.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    bottom.yaxis.set_minor_formatter(ticker.NullFormatter())
     bottom.set_xlabel("predicted tumour probability")
     bottom.set_ylabel("share of pixels")
     fig.tight_layout()

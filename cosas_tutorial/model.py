@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import segmentation_models_pytorch as smp
 import torch
+from huggingface_hub import constants as hub_constants
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -56,10 +55,11 @@ def build_model(encoder: str = "mit_b0", weights: str | None = None) -> nn.Modul
     except Exception as err:  # network errors come in many types from the hub client
         if weights is None:
             raise
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        # the hub client reads HF_HUB_OFFLINE once, on import: ask it, not the environment
+        offline = hub_constants.HF_HUB_OFFLINE
         raise WeightsUnavailableError(
             f"could not load {weights} weights for {encoder} "
-            f"({'HF_HUB_OFFLINE=1 is set' if offline else type(err).__name__}: {err}). "
+            f"({'the model hub is in offline mode' if offline else type(err).__name__}: {err}). "
             "Either connect to the internet once (the weights are cached afterwards), "
             "or train from scratch explicitly with --weights none "
             "(expect lower scores: the paper used ImageNet weights)."

@@ -1,3 +1,4 @@
+import huggingface_hub
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -33,10 +34,12 @@ def test_unknown_encoder():
         build_model("resnet50")
 
 
-def test_unreachable_weights_say_how_to_proceed(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", "/nonexistent-cosas-test-cache")
-    with pytest.raises(WeightsUnavailableError, match="--weights none"):
+def test_unreachable_weights_say_how_to_proceed(monkeypatch, tmp_path):
+    # the hub client read HF_HUB_OFFLINE and its cache folder when it was imported, so setting
+    # the environment here would change nothing (it would retry the network for ~20 s)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match="offline mode.*--weights none"):
         build_model("mit_b0", weights="imagenet")
 
 

@@ -1,3 +1,3 @@
 """cosas_tutorial: the helper package of the COSAS domain-generalisation tutorial."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

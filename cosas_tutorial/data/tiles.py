@@ -295,11 +295,11 @@ class TileCache(FileTiles):
 def _checked(sample: Sample, size: tuple[int, int], img: torch.Tensor, mask: torch.Tensor):
     """``img, mask`` if both have the ``size`` the image header announced, else a clear error."""
     for path, tensor in ((sample.image, img), (sample.mask, mask)):
-        if tuple(tensor.shape[1:]) != size:
-            got, want = tuple(tensor.shape[1:]), size
+        got = tuple(tensor.shape[1:])
+        if got != size:
             raise ValueError(
                 f"{path}: {got[1]}×{got[0]} pixels after decoding and rescaling, "
-                f"but the image header says {want[1]}×{want[0]} (run `cosas data check`)"
+                f"but the image header says {size[1]}×{size[0]} (run `cosas data check`)"
             )
     return img, mask
 

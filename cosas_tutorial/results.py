@@ -11,7 +11,9 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 BASELINES = ("all-tumour", "all-background")
 
@@ -47,6 +49,32 @@ def _jsonable(value):
 
 def fmt(mean: float, std: float) -> str:
     return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def mean_interval(
+    values: Sequence[float], confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and a percentile-bootstrap confidence interval of it: (mean, low, high).
+
+    How well the images measure the mean, unlike the std, which is how far images spread (and for
+    scores bounded by [0, 1] often reaches past them). Seeded, so a figure redraws the same; one
+    value has no interval and gives (value, value, value).
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, mean, mean
+    result = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence,
+        method="percentile",
+        n_resamples=2000,
+        rng=np.random.default_rng(seed),
+    )
+    return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def score_table(

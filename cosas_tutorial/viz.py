@@ -13,7 +13,7 @@ from PIL import Image
 
 from .data.cosas import discover, read_image, read_mask
 from .data.layout import TASKS
-from .results import BASELINES
+from .results import BASELINES, mean_interval
 
 _DISPLAY_PX = 512  # tiles are shown downsampled to at most this many pixels a side
 STRATEGY_COLOURS = {
@@ -79,9 +79,11 @@ def plot_domain_gallery(root: Path | str, task: str | None = None, n_per_domain:
 
 
 def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figure:
-    """Bars of mean ± std per domain for each strategy, trivial baselines beside them.
+    """Bars of the mean per domain for each strategy, trivial baselines beside them; whiskers:
+    the 95 % bootstrap interval of the mean over images (:func:`~.results.mean_interval`).
 
     One panel per task; the first group is in-domain cross-validation, then each held-out domain.
+    Bars whose intervals overlap widely are not told apart by these images.
     """
     tasks = sorted({record["task"] for record in records})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 3.6), squeeze=False)
@@ -90,17 +92,19 @@ def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figu
         strategies = [s for s in STRATEGY_COLOURS if any(s in g for g in groups.values())]
         width = 0.8 / max(1, len(strategies))
         for i, strategy in enumerate(strategies):
-            xs, means, stds = [], [], []
+            xs, means, below, above = [], [], [], []
             for x, values in enumerate(groups.values()):
                 if strategy in values:
+                    mean, low, high = mean_interval(values[strategy])
                     xs.append(x + (i - (len(strategies) - 1) / 2) * width)
-                    means.append(np.mean(values[strategy]))
-                    stds.append(np.std(values[strategy]))
+                    means.append(mean)
+                    below.append(mean - low)
+                    above.append(high - mean)
             ax.bar(
                 xs,
                 means,
                 width,
-                yerr=stds,
+                yerr=[below, above],
                 capsize=2,
                 label=strategy,
                 color=STRATEGY_COLOURS[strategy],
@@ -109,7 +113,8 @@ def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figu
             )
         ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right")
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel(f"COSAS {metric}" if metric == "score" else metric)
+        name = f"COSAS {metric}" if metric == "score" else metric
+        ax.set_ylabel(f"{name} (mean, 95 % CI)")
         ax.set_title(task)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from cosas_tutorial.config import get_profile
 from cosas_tutorial.results import (
     CHALLENGE_WINNER,
     PAPER_DICE,
+    mean_interval,
     overall_scores,
     paired_differences,
     paper_comparison,
 )
-from cosas_tutorial.viz import plot_training_curves
+from cosas_tutorial.viz import plot_strategy_scores, plot_training_curves
 
 
 def record(strategy, split, scores, task="task1", history=None, domain="colorectum"):
@@ -89,3 +92,32 @@ def test_training_curves_draw_every_stage():
     assert len(fig.axes) == 2  # the learning-rate axis
     with pytest.raises(ValueError, match="no training history"):
         plot_training_curves([record("all-tumour", "cv", [0.4])])
+
+
+def test_mean_interval_brackets_the_mean_and_narrows_with_more_images():
+    rng = np.random.default_rng(1)
+    few, many = rng.uniform(size=10), rng.uniform(size=1000)
+    mean, low, high = mean_interval(few)
+    assert mean == pytest.approx(few.mean())
+    assert few.min() <= low < mean < high <= few.max()
+    assert mean_interval(few) == (mean, low, high)  # seeded
+    _, low_many, high_many = mean_interval(many)
+    assert high_many - low_many < (high - low) / 3  # ~1/sqrt(n): 10x fewer images, ~3x wider
+    assert mean_interval([0.4]) == (0.4, 0.4, 0.4)
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_interval([])
+
+
+def test_score_whiskers_stay_inside_the_score_range():
+    # Mostly perfect, a few failures: mean ± std would reach above 1.
+    scores = [1.0] * 18 + [0.0, 0.1]
+    assert np.mean(scores) + np.std(scores) > 1
+    fig = plot_strategy_scores([record("standard", "cv", scores)])
+    ax = fig.axes[0]
+    (whisker,) = [c for c in ax.collections if c.get_segments()]  # the error bar's line
+    (segment,) = whisker.get_segments()
+    _, low, high = mean_interval(scores)
+    assert segment[:, 1] == pytest.approx([low, high])
+    assert 0 <= low < np.mean(scores) < high <= 1
+    assert "95 % CI" in ax.get_ylabel()
+    plt.close(fig)

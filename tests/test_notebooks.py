@@ -2,12 +2,14 @@
 
 Notebooks run in book order and share one output folder (``OUT``), as in ``make book``: a later
 chapter reuses the runs of an earlier one when they are there and trains them when they are not.
-Each test asserts on the files a notebook wrote, not only that it ran.
+Each test asserts on the files a notebook wrote, not only that it ran; the code of the
+chapter's exercise solutions runs after its last cell.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -16,16 +18,52 @@ from execute_book import run_papermill
 BOOK = Path(__file__).resolve().parents[1] / "book"
 
 
-def run_notebook(name: str, out: Path, **parameters) -> nbformat.NotebookNode:
-    """Execute ``book/<name>.ipynb`` with PROFILE="ci" and OUT=out; return the executed notebook."""
-    executed = out / f"{name}.executed.ipynb"
-    run_papermill(
-        BOOK / f"{name}.ipynb", executed, {"PROFILE": "ci", "OUT": str(out), **parameters}
-    )
+# A solution is a dropdown admonition fenced by three backticks (prose only) or four (with code).
+SOLUTION = re.compile(r"^(`{3,4})\{admonition\} Solution\n(.*?)^\1$", re.S | re.M)
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
+
+
+def solution_texts(notebook: nbformat.NotebookNode) -> list[str]:
+    """The body of every exercise's solution, in the notebook's order."""
+    return [
+        body
+        for cell in notebook.cells
+        if cell.cell_type == "markdown"
+        for _, body in SOLUTION.findall(cell.source)
+    ]
+
+
+def exercise_solutions(notebook: nbformat.NotebookNode) -> list[str]:
+    """The code of every solution that has some (its ```python blocks joined), in order."""
+    blocks = [PYTHON_BLOCK.findall(body) for body in solution_texts(notebook)]
+    return ["".join(code) for code in blocks if code]
+
+
+def run_notebook(name: str, out: Path, solutions: bool = True, **parameters):
+    """Execute ``book/<name>.ipynb`` with PROFILE="ci" and OUT=out; return the executed notebook.
+
+    With ``solutions``, the exercises' solutions run after the last cell in the same kernel, as
+    a student would run them; each must finish without error and show something. They are then
+    cut, so that ``<name>.executed.ipynb`` (which the book test builds from) is the chapter alone.
+    """
+    notebook = nbformat.read(BOOK / f"{name}.ipynb", as_version=4)
+    solution_cells = [nbformat.v4.new_code_cell(code) for code in exercise_solutions(notebook)]
+    if solutions:
+        notebook.cells += solution_cells
+    source, executed = out / f"{name}.source.ipynb", out / f"{name}.executed.ipynb"
+    nbformat.write(notebook, source)
+    # The kernel works in book/ (the chapters' relative paths), as with the notebook itself.
+    run_papermill(source, executed, {"PROFILE": "ci", "OUT": str(out), **parameters}, cwd=BOOK)
     notebook = nbformat.read(executed, as_version=4)
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             assert output.get("output_type") != "error", f"{name}: {output.get('ename')}"
+    if solutions:
+        first = len(notebook.cells) - len(solution_cells)
+        for number, cell in enumerate(notebook.cells[first:], start=1):
+            assert cell.outputs, f"{name}: solution {number} showed nothing"
+        notebook.cells = notebook.cells[:first]
+        nbformat.write(notebook, executed)
     return notebook
 
 
@@ -64,6 +102,25 @@ def test_runner_injects_parameters_and_the_kernel_starts_quietly(tmp_path, capfd
     run_papermill(source, executed, {"ANSWER": 21})
     assert text_output(nbformat.read(executed, as_version=4)).strip() == "42"
     assert capfd.readouterr().err == ""
+
+
+def test_every_solution_is_found():
+    """Each "Solution" admonition of the book is found, and each of its python blocks, so that
+    the notebook tests run all the code the solutions show."""
+    found = 0
+    for path in sorted(BOOK.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        written = sum(
+            cell.source.count("{admonition} Solution")
+            for cell in notebook.cells
+            if cell.cell_type == "markdown"
+        )
+        bodies = solution_texts(notebook)
+        assert len(bodies) == written, path.name
+        for body in bodies:
+            assert len(PYTHON_BLOCK.findall(body)) == body.count("```python"), path.name
+        found += len(exercise_solutions(notebook))
+    assert found >= 10  # the book's exercises with code, when this test was written: 11
 
 
 # --- one test per notebook, in book order -------------------------------------------------------
@@ -273,7 +330,7 @@ def test_08_real_cosas(book_out):
         "08_real_cosas",
         book_out,
         DATA=str(stand_in),
-        STRATEGIES=["standard"],
+        STRATEGIES=["standard", "cross-task"],  # the ensemble exercise reads task1-cross-task
         TASKS=["task1"],
         PROGRESS=False,
     )
@@ -287,7 +344,9 @@ def test_08_real_cosas(book_out):
     # that needs the data says so, the rest still runs.
     for name in ("08_gallery", "08_scores"):
         (book_out / f"{name}.png").unlink()
-    notebook = run_notebook("08_real_cosas", book_out, DATA=str(book_out / "no-cosas-here"))
+    notebook = run_notebook(
+        "08_real_cosas", book_out, solutions=False, DATA=str(book_out / "no-cosas-here")
+    )
     text = text_output(notebook)
     assert text.count("COSAS data absent") >= 6
     assert "optimisation steps in all" in text

@@ -74,9 +74,9 @@ def notebook_parameters(path: Path, wanted: dict) -> dict:
     return {key: value for key, value in wanted.items() if key in declared}
 
 
-def run_papermill(source: Path, target: Path, parameters: dict) -> None:
+def run_papermill(source: Path, target: Path, parameters: dict, cwd: Path | None = None) -> None:
     """Execute the notebook ``source`` into ``target`` with papermill, on the python3 kernel, in
-    the source's folder.
+    ``cwd`` (the source's folder unless given).
 
     The kernel's messages are encrypted (CurveZMQ) where pyzmq supports it: ipykernel ≥ 7.3
     prints a warning at every kernel start when they go over TCP in plain text.
@@ -89,7 +89,7 @@ def run_papermill(source: Path, target: Path, parameters: dict) -> None:
     papermill.execute_notebook(
         source,
         target,
-        cwd=source.parent,
+        cwd=cwd or source.parent,
         kernel_name="python3",
         progress_bar=False,
         parameters=parameters,

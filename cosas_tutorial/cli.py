@@ -14,7 +14,7 @@ EPILOG = """examples:
   cosas data synthetic data/synthetic --tiles 24 --size 256 --shift 0.5
   cosas data check data/synthetic
   cosas data open-tissue data/open-tissue
-  cosas train --data data/synthetic --task task1 --strategy cross-task \
+  cosas train --data data/synthetic --task task1 --strategy cross-task \\
               --profile cpu --out runs/t1-ct
   cosas evaluate --run runs/t1-ct --data data/synthetic --tta
   cosas experiment --data data/synthetic --profile cpu --out runs/demo

@@ -60,29 +60,52 @@ def _record(
     }
 
 
+def _run_manifest(task: str, strategy: str, config: RunConfig, data: Path) -> dict:
+    """What ``run.json`` records of a run: what was trained, with what, on which data."""
+    return {
+        "task": task,
+        "strategy": strategy,
+        "config": config.to_dict(),
+        "data": str(Path(data).resolve()),
+        "commit": git_commit(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _check_same_run(run_dir: Path, manifest: dict) -> None:
+    """Refuse to continue or read back the run in ``run_dir`` for a different task, strategy,
+    configuration or data tree: its models and scores would be taken for this one's."""
+    previous = json.loads((run_dir / RUN_FILE).read_text())
+    differences = [
+        key for key in ("task", "strategy", "data") if previous.get(key) != manifest[key]
+    ]
+    old_config, new_config = previous.get("config") or {}, manifest["config"]
+    differences += [
+        f"config.{key}"
+        for key in sorted(old_config.keys() | new_config.keys())
+        if old_config.get(key) != new_config.get(key)
+    ]
+    if differences:
+        raise FileExistsError(
+            f"{run_dir} holds a different run ({', '.join(differences)} differ from these "
+            "settings); it cannot be resumed or reused with them: choose another output folder"
+        )
+
+
 def _prepare_run_dir(run_dir: Path, manifest: dict, resume: bool) -> None:
     """Create the run folder; refuse to mix a different run into an existing one."""
-    run_file = run_dir / RUN_FILE
-    if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        same = {k: previous.get(k) for k in ("task", "strategy", "config", "data")} == {
-            k: manifest[k] for k in ("task", "strategy", "config", "data")
-        }
+    if (run_dir / RUN_FILE).exists():
         if not resume:
             raise FileExistsError(
                 f"{run_dir} already holds a run; use --resume to continue it "
                 "or choose another --out"
             )
-        if not same:
-            raise FileExistsError(
-                f"{run_dir} holds a different run (task, strategy, config or "
-                "data differ); it cannot be resumed with these settings"
-            )
+        _check_same_run(run_dir, manifest)
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir} is not empty and holds no run; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(manifest, indent=2))
+    (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
 
 
 def train_run(
@@ -109,15 +132,7 @@ def train_run(
             f"{data}: strategy {strategy!r} needs {other_task(task)} as well, "
             "but the tree holds no training images for it"
         )
-    manifest = {
-        "task": task,
-        "strategy": strategy,
-        "config": config.to_dict(),
-        "data": str(data.resolve()),
-        "commit": git_commit(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    _prepare_run_dir(run_dir, manifest, resume)
+    _prepare_run_dir(run_dir, _run_manifest(task, strategy, config, data), resume)
 
     records = []
     folds = kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
@@ -281,26 +296,30 @@ def run_experiment(
     Writes ``out/results.jsonl`` and returns its records.
     """
     data, out = Path(data), Path(out)
-    present = {s.task for s in discover(data) if s.split == "train"}
+    samples = discover(data)
+    present = {s.task for s in samples if s.split == "train"}
     tasks = [t for t in (tasks or TASKS) if t in present]
     results = out / "results.jsonl"
     if results.exists() and not resume:
         raise FileExistsError(f"{results} exists; use --resume or another --out")
     records = []
     for task in tasks:
+        has_test = any(s.task == task and s.split == "test" for s in samples)
         for name in strategies or STRATEGIES:
             if get_strategy(name).uses_other_task and other_task(task) not in present:
                 print(f"skipping {name} on {task}: the data holds no {other_task(task)}")
                 continue
             run_dir = out / f"{task}-{name}"
-            if (run_dir / RECORDS_FILE).exists() and resume:
-                run_records = [r for r in read_records(run_dir / RECORDS_FILE)]
+            if (run_dir / RECORDS_FILE).exists() and resume:  # trained: read it back
+                _check_same_run(run_dir, _run_manifest(task, name, config, data))
+                run_records = read_records(run_dir / RECORDS_FILE)
             else:
                 run_records = train_run(data, task, name, config, run_dir, device, resume, progress)
-                if any(s.task == task and s.split == "test" for s in discover(data)):
-                    test_records = evaluate_run(run_dir, data, device=device)
-                    append_records(run_dir / RECORDS_FILE, test_records)
-                    run_records += test_records
+            # Evaluated unless the data has no held-out images (or a run stopped in between).
+            if has_test and not any(r["split"] == "test" for r in run_records):
+                test_records = evaluate_run(run_dir, data, device=device)
+                append_records(run_dir / RECORDS_FILE, test_records)
+                run_records += test_records
             records += run_records
         records += baseline_records(data, task, config)
     results.unlink(missing_ok=True)

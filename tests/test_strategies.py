@@ -1,6 +1,7 @@
 """Integration: every strategy on both tasks, end to end on tiny synthetic data."""
 
 import json
+import shutil
 
 import pytest
 
@@ -59,6 +60,35 @@ def test_all_tumour_baseline_matches_its_definition(experiment):
         if record["strategy"] == "all-background":
             for row in record["images"]:  # only tumour-free tiles score, and they score 1
                 assert row["score"] == (1.0 if row["tumour_fraction"] == 0 else 0.0)
+
+
+def test_resume_reads_back_only_the_same_run_and_finishes_its_evaluation(
+    experiment, tiny_synthetic, tmp_path
+):
+    out, _ = experiment
+    run = tmp_path / "task1-standard"
+    shutil.copytree(out / "task1-standard", run)
+    records_file, model_file = run / "records.jsonl", run / "fold0" / "model.pt"
+    lines = records_file.read_text().splitlines()
+    cv_only = "\n".join(line for line in lines if json.loads(line)["split"] == "cv") + "\n"
+    records_file.write_text(cv_only)  # as if stopped after training, before evaluation
+    trained = model_file.stat().st_mtime_ns
+
+    other = get_profile("ci", epochs=2)
+    with pytest.raises(FileExistsError, match=r"config\.epochs differ"):
+        run_experiment(
+            tiny_synthetic, other, tmp_path, ["standard"], ["task1"], resume=True, progress=False
+        )
+    assert records_file.read_text() == cv_only  # refused without touching the run
+
+    same = get_profile("ci", epochs=1)
+    records = run_experiment(
+        tiny_synthetic, same, tmp_path, ["standard"], ["task1"], resume=True, progress=False
+    )
+    splits = [r["split"] for r in records if r["strategy"] == "standard"]
+    assert splits == ["cv", "test"]  # read back, then evaluated on the held-out domains
+    assert [r["split"] for r in read_records(records_file)] == ["cv", "test"]
+    assert model_file.stat().st_mtime_ns == trained  # not trained again
 
 
 def test_single_task_tree_runs_standard_but_not_union(tiny_synthetic, tmp_path):

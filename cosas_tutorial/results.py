@@ -199,21 +199,38 @@ def overall_scores(records: Sequence[dict], metric: str = "score") -> pd.DataFra
     return frame.reset_index(drop=True)
 
 
+def image_means(
+    records: Sequence[dict], metric: str = "score"
+) -> dict[tuple[str, str, str, str, str], float]:
+    """{(task, strategy, split, domain, id): ``metric`` averaged over the folds that scored the
+    image}.
+
+    A held-out image is scored once by every fold's model, a validation image by one fold only;
+    averaging makes each image count once, as intervals and paired comparisons need.
+    """
+    values: dict[tuple[str, str, str, str, str], list[float]] = {}
+    for record in records:
+        for row in record["images"]:
+            key = (record["task"], record["strategy"], record["split"], row["domain"], row["id"])
+            values.setdefault(key, []).append(row[metric])
+    return {key: sum(v) / len(v) for key, v in values.items()}
+
+
 def paired_differences(
     records: Sequence[dict], strategy: str, reference: str, metric: str = "score"
 ) -> pd.DataFrame:
-    """Per image: ``strategy`` minus ``reference`` on the same image (task, split, domain, id).
+    """Per image: ``strategy`` minus ``reference`` on the same image (task, split, domain, id),
+    each score averaged over the folds that scored the image (:func:`image_means`).
 
     Both strategies are scored on the same validation and held-out images (same folds, same
     seed), so the difference of each image is a paired comparison, free of the spread between
     images that the means carry.
     """
+    means = image_means(records, metric)
     values: dict[str, dict[tuple, float]] = {strategy: {}, reference: {}}
-    for record in records:
-        if record["strategy"] in values:
-            for row in record["images"]:
-                key = (record["task"], record["split"], row["domain"], row["id"])
-                values[record["strategy"]][key] = row[metric]
+    for (task, name, split, domain, image), value in means.items():
+        if name in values:
+            values[name][(task, split, domain, image)] = value
     common = sorted(values[strategy].keys() & values[reference].keys())
     frame = pd.DataFrame(
         [(*key, values[reference][key], values[strategy][key]) for key in common],
@@ -221,6 +238,34 @@ def paired_differences(
     )
     frame["difference"] = frame[strategy] - frame[reference]
     return frame
+
+
+def paired_summary(paired: pd.DataFrame) -> pd.DataFrame:
+    """Per task × split of :func:`paired_differences`: the mean difference with its 95 %
+    bootstrap interval (:func:`mean_interval`), and how many images got better, worse, in all.
+
+    An interval that excludes 0 says these images tell the two strategies apart, even where
+    the intervals of the two means overlap (each image's difficulty cancels in its difference).
+    It does not measure training noise: one seed trains each strategy once.
+    """
+    rows = []
+    for (task, split), group in paired.groupby(["task", "split"]):
+        mean, low, high = mean_interval(group["difference"])
+        differences = group["difference"]
+        rows.append(
+            {
+                "task": task,
+                "split": split,
+                "mean": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "better": int((differences > 0).sum()),
+                "worse": int((differences < 0).sum()),
+                "images": len(differences),
+            }
+        )
+    columns = ["task", "split", "mean", "ci_low", "ci_high", "better", "worse", "images"]
+    return pd.DataFrame(rows, columns=columns).set_index(["task", "split"])
 
 
 def paper_comparison(records: Sequence[dict]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from .data.cosas import discover, read_image, read_mask
 from .data.layout import TASKS
-from .results import BASELINES, mean_interval
+from .results import BASELINES, image_means, mean_interval
 
 _DISPLAY_PX = 512  # tiles are shown downsampled to at most this many pixels a side
 STRATEGY_COLOURS = {
@@ -80,10 +80,12 @@ def plot_domain_gallery(root: Path | str, task: str | None = None, n_per_domain:
 
 def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figure:
     """Bars of the mean per domain for each strategy, trivial baselines beside them; whiskers:
-    the 95 % bootstrap interval of the mean over images (:func:`~.results.mean_interval`).
+    the 95 % bootstrap interval of the mean over images (:func:`~.results.mean_interval`),
+    each image averaged over the folds that scored it.
 
     One panel per task; the first group is in-domain cross-validation, then each held-out domain.
-    Bars whose intervals overlap widely are not told apart by these images.
+    The strategies are scored on the same images, so overlapping intervals do not make two of
+    them equal: :func:`~.results.paired_summary` compares them image by image.
     """
     tasks = sorted({record["task"] for record in records})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 3.6), squeeze=False)
@@ -122,14 +124,13 @@ def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figu
 
 
 def _score_groups(records, task, metric) -> dict[str, dict[str, list[float]]]:
-    """{"in-domain (CV)" | held-out domain: {strategy: per-image values}} of one task."""
+    """{"in-domain (CV)" | held-out domain: {strategy: per-image values}} of one task, each
+    image's value averaged over the folds that scored it (:func:`~.results.image_means`)."""
     groups: dict[str, dict[str, list[float]]] = {"in-domain (CV)": {}}
-    for record in records:
-        if record["task"] != task:
-            continue
-        for row in record["images"]:
-            group = "in-domain (CV)" if record["split"] == "cv" else row["domain"]
-            groups.setdefault(group, {}).setdefault(record["strategy"], []).append(row[metric])
+    for (t, strategy, split, domain, _), value in image_means(records, metric).items():
+        if t == task:
+            group = "in-domain (CV)" if split == "cv" else domain
+            groups.setdefault(group, {}).setdefault(strategy, []).append(value)
     return {k: v for k, v in groups.items() if v}
 
 

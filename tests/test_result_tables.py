@@ -10,9 +10,11 @@ from cosas_tutorial.config import get_profile
 from cosas_tutorial.results import (
     CHALLENGE_WINNER,
     PAPER_DICE,
+    image_means,
     mean_interval,
     overall_scores,
     paired_differences,
+    paired_summary,
     paper_comparison,
 )
 from cosas_tutorial.viz import plot_strategy_scores, plot_training_curves
@@ -62,6 +64,37 @@ def test_paired_differences_pair_the_same_images(records):
     paired = paired_differences(records, "union", "standard")
     assert list(paired["id"]) == ["tile0", "tile1"]  # the test image has no union score
     assert paired["difference"].tolist() == pytest.approx([0.1, -0.3])
+
+
+def test_held_out_images_count_once_whatever_the_number_of_folds():
+    def fold(strategy, k, scores):
+        return {**record(strategy, "test", scores, domain="duodenum"), "fold": k}
+
+    records = [
+        fold("union", 0, [0.9, 0.4]),
+        fold("union", 1, [0.1, 0.4]),
+        fold("standard", 0, [0.5, 0.2]),
+        fold("standard", 1, [0.5, 0.2]),
+    ]
+    means = image_means(records)
+    assert means[("task1", "union", "test", "duodenum", "tile0")] == pytest.approx(0.5)
+    paired = paired_differences(records, "union", "standard")
+    assert paired["difference"].tolist() == pytest.approx([0.0, 0.2])
+
+
+def test_paired_summary_tells_apart_what_the_means_cannot():
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.2, 0.9, size=40)  # most of the spread: how hard each tile is
+    standard = record("standard", "test", difficulty.tolist(), domain="duodenum")
+    union = record("union", "test", (difficulty + 0.03).tolist(), domain="duodenum")
+    _, low_standard, high_standard = mean_interval(difficulty)
+    _, low_union, _ = mean_interval(difficulty + 0.03)
+    assert low_union < high_standard  # the two means' intervals overlap
+    summary = paired_summary(paired_differences([standard, union], "union", "standard"))
+    row = summary.loc[("task1", "test")]
+    assert row["mean"] == pytest.approx(0.03)
+    assert 0 < row["ci_low"] <= row["ci_high"]  # yet every tile gained: told apart
+    assert (row["better"], row["worse"], row["images"]) == (40, 0, 40)
 
 
 def test_paper_comparison_labels_published_rows_and_adds_ours(records):

@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--resume",
             action="store_true",
-            help="continue an interrupted run from its last finished epoch",
+            help="continue an interrupted run from its last finished epoch; a finished run is "
+            "reused (only one made with the same settings and data)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 

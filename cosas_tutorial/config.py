@@ -56,6 +56,16 @@ class RunConfig:
         if self.stain_norm not in ("none", "macenko"):
             raise ValueError(f"stain_norm must be none or macenko, got {self.stain_norm!r}")
 
+    @property
+    def steps_per_stage(self) -> int:
+        """Optimisation steps of one training stage (cross-task has two stages per fold)."""
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def crops_per_stage(self) -> int:
+        """Training crops drawn in one stage: steps × batch size."""
+        return self.steps_per_stage * self.batch_size
+
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 

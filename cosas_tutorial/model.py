@@ -81,7 +81,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, size: int = 512) -> int:
-    """Floating-point operations of one forward pass on a 3×size×size input (torch's counter)."""
+    """Floating-point operations of one forward pass on a 3×size×size input (torch's counter,
+    which counts a multiply-add as 2; tables that quote multiply-adds as FLOPs give half)."""
     check_input_size(size, size)
     device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

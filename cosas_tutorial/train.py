@@ -138,7 +138,7 @@ def fit(
     the thousands a step issues.
     """
     device = torch.device(device)
-    step = TrainStep(model, config, device, config.epochs * config.steps_per_epoch)
+    step = TrainStep(model, config, device, config.steps_per_stage)
 
     history: list[dict] = []
     start_epoch = 0

@@ -175,8 +175,9 @@ def synthesize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One tile: (HxWx3 uint8 RGB image, HxW uint8 mask with 0/255).
 
-    The random streams depend on (seed, task, domain, index) only: a tile keeps its tumour
-    region at every shift (in task 2, where only the scanner moves, all of its tissue).
+    The random streams depend on (seed, task, domain, index) only, so a tile keeps its layout
+    at every shift. In task 2, where only the scanner moves, it keeps all of its tissue and its
+    mask; in task 1 its glands, and so the edge of its mask, follow the organ's morphology.
     """
     morph, acq = domain_profile(task, domain, shift)
     entropy = int.from_bytes(_tile_key(seed, task, domain, index)[:16], "little")

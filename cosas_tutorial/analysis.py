@@ -51,7 +51,10 @@ def tissue_mask(rgb: np.ndarray, threshold: float = TISSUE_OD) -> np.ndarray:
 def hed(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 stain densities (haematoxylin, eosin, DAB) of a uint8 RGB image: Ruifrok-Johnston
     colour deconvolution with the matrix of :mod:`cosas_tutorial.stain`, in NumPy (for one
-    image the batched torch version costs more in overhead than in arithmetic)."""
+    image the batched torch version costs more in overhead than in arithmetic).
+
+    H&E holds no DAB: the third density is what the fixed H and E vectors do not explain (on
+    the synthetic tier, whose eosin is Macenko's and not Ruifrok's, much of the eosin)."""
     return optical_density(rgb) @ _UNMIX
 
 

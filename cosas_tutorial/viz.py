@@ -242,7 +242,11 @@ def plot_channel_histograms(
             values = image.astype(np.float32) if space == "rgb" else hed(image)
             chunks.append(values[tissue_mask(image)])
         pixels[domain] = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
-    names = ("red", "green", "blue") if space == "rgb" else ("haematoxylin", "eosin", "DAB")
+    names = (
+        ("red", "green", "blue")
+        if space == "rgb"
+        else ("haematoxylin", "eosin", "DAB (residual on H&E)")
+    )
     colours = domain_colours(list(images_by_domain))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.1))
     for channel, (ax, name) in enumerate(zip(axes, names)):

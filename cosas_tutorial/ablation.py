@@ -39,7 +39,9 @@ from .data.layout import TASKS, Sample, pair_dirs
 from .experiment import (
     _record,
     baseline_records,
+    check_same_run,
     load_run,
+    run_identity,
     score_samples,
     task_samples,
     train_run,
@@ -220,12 +222,7 @@ def run_ablation(
                     saved = run_dir / RUN_RECORDS
                     run_config = config.replace(seed=seed, tta=False, **STAIN_SETTINGS[stain])
                     if resume and saved.exists():
-                        manifest, saved_config = load_run(run_dir)
-                        if saved_config != run_config or manifest["data"] != str(tree.resolve()):
-                            raise FileExistsError(
-                                f"{run_dir} holds a run with another configuration or data "
-                                "tree; choose another out folder (or delete it)"
-                            )
+                        check_same_run(run_dir, run_identity(task, strategy, run_config, tree))
                         records += read_records(saved)
                         continue
                     if run_dir.exists():

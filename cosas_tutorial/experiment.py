@@ -60,26 +60,25 @@ def _record(
     }
 
 
-def _run_manifest(task: str, strategy: str, config: RunConfig, data: Path) -> dict:
-    """What ``run.json`` records of a run: what was trained, with what, on which data."""
+def run_identity(task: str, strategy: str, config: RunConfig, data: Path) -> dict:
+    """What makes a run folder this run: task, strategy, configuration and data tree (as
+    ``run.json`` records them)."""
     return {
         "task": task,
         "strategy": strategy,
         "config": config.to_dict(),
         "data": str(Path(data).resolve()),
-        "commit": git_commit(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def _check_same_run(run_dir: Path, manifest: dict) -> None:
-    """Refuse to continue or read back the run in ``run_dir`` for a different task, strategy,
-    configuration or data tree: its models and scores would be taken for this one's."""
+def check_same_run(run_dir: Path, identity: dict) -> None:
+    """Refuse to continue or read back the run in ``run_dir`` for another :func:`run_identity`:
+    its models and scores would be taken for this one's. The error names what differs."""
     previous = json.loads((run_dir / RUN_FILE).read_text())
     differences = [
-        key for key in ("task", "strategy", "data") if previous.get(key) != manifest[key]
+        key for key in ("task", "strategy", "data") if previous.get(key) != identity[key]
     ]
-    old_config, new_config = previous.get("config") or {}, manifest["config"]
+    old_config, new_config = previous.get("config") or {}, identity["config"]
     differences += [
         f"config.{key}"
         for key in sorted(old_config.keys() | new_config.keys())
@@ -87,12 +86,13 @@ def _check_same_run(run_dir: Path, manifest: dict) -> None:
     ]
     if differences:
         raise FileExistsError(
-            f"{run_dir} holds a different run ({', '.join(differences)} differ from these "
-            "settings); it cannot be resumed or reused with them: choose another output folder"
+            f"{run_dir} holds a run made with another configuration or data "
+            f"({', '.join(differences)} differ from these settings); it cannot be resumed or "
+            "reused with them: choose another output folder"
         )
 
 
-def _prepare_run_dir(run_dir: Path, manifest: dict, resume: bool) -> None:
+def _prepare_run_dir(run_dir: Path, identity: dict, resume: bool) -> None:
     """Create the run folder; refuse to mix a different run into an existing one."""
     if (run_dir / RUN_FILE).exists():
         if not resume:
@@ -100,11 +100,13 @@ def _prepare_run_dir(run_dir: Path, manifest: dict, resume: bool) -> None:
                 f"{run_dir} already holds a run; use --resume to continue it "
                 "or choose another --out"
             )
-        _check_same_run(run_dir, manifest)
+        check_same_run(run_dir, identity)
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir} is not empty and holds no run; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    manifest = {**identity, "commit": git_commit(), "created": created}
     (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
 
 
@@ -132,7 +134,7 @@ def train_run(
             f"{data}: strategy {strategy!r} needs {other_task(task)} as well, "
             "but the tree holds no training images for it"
         )
-    _prepare_run_dir(run_dir, _run_manifest(task, strategy, config, data), resume)
+    _prepare_run_dir(run_dir, run_identity(task, strategy, config, data), resume)
 
     records = []
     folds = kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
@@ -311,7 +313,7 @@ def run_experiment(
                 continue
             run_dir = out / f"{task}-{name}"
             if (run_dir / RECORDS_FILE).exists() and resume:  # trained: read it back
-                _check_same_run(run_dir, _run_manifest(task, name, config, data))
+                check_same_run(run_dir, run_identity(task, name, config, data))
                 run_records = read_records(run_dir / RECORDS_FILE)
             else:
                 run_records = train_run(data, task, name, config, run_dir, device, resume, progress)

@@ -250,8 +250,8 @@ def paired_summary(paired: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for (task, split), group in paired.groupby(["task", "split"]):
-        mean, low, high = mean_interval(group["difference"])
         differences = group["difference"]
+        mean, low, high = mean_interval(differences)
         rows.append(
             {
                 "task": task,

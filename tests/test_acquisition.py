@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from cosas_tutorial.data.acquisition import (
     unmix,
 )
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 CLEAN_REFERENCE = dataclasses.replace(REFERENCE, blur_sigma=0.0, noise_std=0.0)
 
 
@@ -32,12 +30,10 @@ def _flat(h: float, e: float, size: int = 16) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real_tile() -> np.ndarray:
-    """One real H&E tile (RGB) from the open-tissue mirror in shared/."""
-    mirror = SHARED_DIR / "data" / "open-tissue" / "mirror"
-    images = sorted(p for p in mirror.rglob("*.png") if "mask" not in str(p.parent).lower())
-    assert images, f"no PNG image under {mirror}"
-    with Image.open(images[0]) as image:
+def real_tile(open_tissue_files) -> np.ndarray:
+    """One real H&E tile (RGB) of the open-tissue tier."""
+    first = next(path for entry, path in open_tissue_files.items() if entry.role == "image")
+    with Image.open(first) as image:
         return np.asarray(image.convert("RGB"))
 
 

@@ -71,7 +71,7 @@ def parse(path: Path) -> Page:
 
 
 @pytest.fixture(scope="session")
-def built_book(book_out, tmp_path_factory) -> dict:
+def built_book(book_out, installed_book, tmp_path_factory) -> dict:
     """Build the book from the executed notebooks in ``book_out``; return the paths needed."""
     site = tmp_path_factory.mktemp("book-site")
     source = execute_book.copy_sources(execute_book.BOOK, site / "source")
@@ -80,7 +80,7 @@ def built_book(book_out, tmp_path_factory) -> dict:
         path = book_out / f"{name}.executed.ipynb"
         if not path.exists():  # not run by test_notebooks.py in this session
             wanted = execute_book.notebook_parameters(source / f"{name}.ipynb", {"PROGRESS": False})
-            run_notebook(name, book_out, **wanted)
+            run_notebook(name, book_out, installed_book, **wanted)
         shutil.copy(path, source / f"{name}.ipynb")
         executed[name] = nbformat.read(path, as_version=4)
     html = execute_book.build(source, site)

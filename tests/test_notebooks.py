@@ -39,21 +39,24 @@ def exercise_solutions(notebook: nbformat.NotebookNode) -> list[str]:
     return ["".join(code) for code in blocks if code]
 
 
-def run_notebook(name: str, out: Path, solutions: bool = True, **parameters):
-    """Execute ``book/<name>.ipynb`` with PROFILE="ci" and OUT=out; return the executed notebook.
+def run_notebook(name: str, out: Path, installed, solutions: bool = True, **parameters):
+    """Execute chapter ``<name>`` with PROFILE="ci" and OUT=out; return the executed notebook.
 
+    The chapter runs as a reader's copy would: from ``installed.book`` (book/ copied outside the
+    checkout), on the kernel of the package installed from a wheel (conftest.installed_book).
     With ``solutions``, the exercises' solutions run after the last cell in the same kernel, as
     a student would run them; each must finish without error and show something. They are then
     cut, so that ``<name>.executed.ipynb`` (which the book test builds from) is the chapter alone.
     """
-    notebook = nbformat.read(BOOK / f"{name}.ipynb", as_version=4)
+    notebook = nbformat.read(installed.book / f"{name}.ipynb", as_version=4)
     solution_cells = [nbformat.v4.new_code_cell(code) for code in exercise_solutions(notebook)]
     if solutions:
         notebook.cells += solution_cells
     source, executed = out / f"{name}.source.ipynb", out / f"{name}.executed.ipynb"
     nbformat.write(notebook, source)
-    # The kernel works in book/ (the chapters' relative paths), as with the notebook itself.
-    run_papermill(source, executed, {"PROFILE": "ci", "OUT": str(out), **parameters}, cwd=BOOK)
+    # The kernel works in the book's folder (the chapters' relative paths), as a reader's does.
+    parameters = {"PROFILE": "ci", "OUT": str(out), **parameters}
+    run_papermill(source, executed, parameters, cwd=installed.book, kernel_name=installed.kernel)
     notebook = nbformat.read(executed, as_version=4)
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -128,10 +131,10 @@ def test_every_solution_is_found():
 # --- one test per notebook, in book order -------------------------------------------------------
 
 
-def test_01_domain_shift(book_out):
+def test_01_domain_shift(book_out, installed_book):
     import pandas as pd
 
-    notebook = run_notebook("01_domain_shift", book_out)
+    notebook = run_notebook("01_domain_shift", book_out, installed_book)
     assert_figures(
         book_out,
         "01_open_tissue_gallery",
@@ -176,11 +179,16 @@ def test_01_domain_shift(book_out):
     assert scanners[1.0] > scanners[0.0] + 0.3  # the dial pulls the scanners apart
 
 
-def test_02_fpn_mit(book_out):
+def test_02_fpn_mit(book_out, installed_book):
     import pandas as pd
 
     notebook = run_notebook(
-        "02_fpn_mit", book_out, INPUT_SIZE=256, ENCODERS=["mit_b0", "mit_b1"], FLOP_SIZE=256
+        "02_fpn_mit",
+        book_out,
+        installed_book,
+        INPUT_SIZE=256,
+        ENCODERS=["mit_b0", "mit_b1"],
+        FLOP_SIZE=256,
     )
     assert_figures(book_out, "02_attention", "02_pyramid", "02_model_sizes", "02_forward")
     sizes = pd.read_csv(book_out / "02_model_summary.csv")
@@ -203,8 +211,8 @@ def _experiment_runs(out: Path) -> set[tuple[str, str]]:
     return {(r["task"], r["strategy"]) for r in read_jsonl(out / "experiment" / "results.jsonl")}
 
 
-def test_03_standard_training(book_out):
-    notebook = run_notebook("03_standard_training", book_out, PROGRESS=False)
+def test_03_standard_training(book_out, installed_book):
+    notebook = run_notebook("03_standard_training", book_out, installed_book, PROGRESS=False)
     assert_figures(book_out, "03_training_curves", "03_scores")
     runs = _experiment_runs(book_out)
     for task in ("task1", "task2"):
@@ -217,8 +225,8 @@ def test_03_standard_training(book_out):
     assert text.count("against the best trivial predictor") == 4  # 2 tasks × (CV, unseen)
 
 
-def test_04_union_training(book_out):
-    notebook = run_notebook("04_union_training", book_out, PROGRESS=False)
+def test_04_union_training(book_out, installed_book):
+    notebook = run_notebook("04_union_training", book_out, installed_book, PROGRESS=False)
     assert_figures(book_out, "04_training_curves", "04_scores", "04_paired")
     runs = _experiment_runs(book_out)
     assert {("task1", "union"), ("task2", "union"), ("task1", "standard")} <= runs
@@ -227,8 +235,8 @@ def test_04_union_training(book_out):
     assert "union's margin over the best trivial predictor" in text
 
 
-def test_05_cross_task_pretraining(book_out):
-    notebook = run_notebook("05_cross_task_pretraining", book_out, PROGRESS=False)
+def test_05_cross_task_pretraining(book_out, installed_book):
+    notebook = run_notebook("05_cross_task_pretraining", book_out, installed_book, PROGRESS=False)
     assert_figures(book_out, "05_training_curves", "05_scores")
     runs = _experiment_runs(book_out)
     for task in ("task1", "task2"):
@@ -242,14 +250,14 @@ def test_05_cross_task_pretraining(book_out):
     assert "pretrain loss" in text and "fine-tune loss" in text
 
 
-def test_06_error_analysis(book_out):
+def test_06_error_analysis(book_out, installed_book):
     import pandas as pd
 
     had_runs = all(
         (book_out / "experiment" / f"task2-{s}" / "records.jsonl").is_file()
         for s in ("standard", "union", "cross-task")
     )
-    notebook = run_notebook("06_error_analysis", book_out, PROGRESS=False)
+    notebook = run_notebook("06_error_analysis", book_out, installed_book, PROGRESS=False)
     assert_figures(
         book_out,
         "06_score_distributions",
@@ -297,10 +305,10 @@ def test_06_error_analysis(book_out):
     assert sweep.groupby("images").size().eq(19).all()
 
 
-def test_07_shift_dial(book_out):
+def test_07_shift_dial(book_out, installed_book):
     import pandas as pd
 
-    run_notebook("07_shift_dial", book_out, PROGRESS=False)
+    run_notebook("07_shift_dial", book_out, installed_book, PROGRESS=False)
     assert_figures(book_out, "07_shift_dial", "07_shift_grid_task2", "07_shift_grid_task1")
     dial = pd.read_csv(book_out / "07_shift_dial.csv")
     assert set(dial["shift"]) == {0.0, 1.0}  # the ci sweep
@@ -321,7 +329,7 @@ def test_07_shift_dial(book_out):
     assert gap[1.0] > gap[0.0]
 
 
-def test_08_real_cosas(book_out):
+def test_08_real_cosas(book_out, installed_book):
     from cosas_tutorial.config import get_profile
     from cosas_tutorial.notebook import resolve_data
 
@@ -347,7 +355,11 @@ def test_08_real_cosas(book_out):
     for name in ("08_gallery", "08_scores"):
         (book_out / f"{name}.png").unlink()
     notebook = run_notebook(
-        "08_real_cosas", book_out, solutions=False, DATA=str(book_out / "no-cosas-here")
+        "08_real_cosas",
+        book_out,
+        installed_book,
+        solutions=False,
+        DATA=str(book_out / "no-cosas-here"),
     )
     text = text_output(notebook)
     assert text.count("COSAS data absent") >= 6
@@ -356,12 +368,12 @@ def test_08_real_cosas(book_out):
     assert not (book_out / "08_scores.png").exists()
 
 
-def test_09_stain_and_tta(book_out):
+def test_09_stain_and_tta(book_out, installed_book):
     import re
 
     from cosas_tutorial.ablation import ablation_table
 
-    notebook = run_notebook("09_stain_and_tta", book_out, PROGRESS=False)
+    notebook = run_notebook("09_stain_and_tta", book_out, installed_book, PROGRESS=False)
     assert_figures(
         book_out,
         "09_hed",

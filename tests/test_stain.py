@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import warnings
 
 import numpy as np
@@ -19,16 +18,12 @@ from cosas_tutorial.evaluate import predict_tile
 
 
 @pytest.fixture(scope="module")
-def real_tiles(shared_dir) -> dict[str, list[np.ndarray]]:
-    """Two tiles of each open-tissue source, read from the local mirror."""
-    folder = shared_dir / "data" / "open-tissue"
-    assert (folder / "manifest.tsv").is_file(), f"open-tissue mirror not found under {folder}"
-    with (folder / "manifest.tsv").open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle, delimiter="\t") if r["role"] == "image"]
+def real_tiles(open_tissue_files) -> dict[str, list[np.ndarray]]:
+    """Two tiles of each open-tissue source."""
     tiles: dict[str, list[np.ndarray]] = {}
-    for row in rows:
-        if len(tiles.setdefault(row["domain"], [])) < 2:
-            tiles[row["domain"]].append(read_image(folder / "mirror" / row["raw_path"]))
+    for entry, path in open_tissue_files.items():
+        if entry.role == "image" and len(tiles.setdefault(entry.domain, [])) < 2:
+            tiles[entry.domain].append(read_image(path))
     assert len(tiles) == 5
     return tiles
 

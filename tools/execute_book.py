@@ -74,9 +74,15 @@ def notebook_parameters(path: Path, wanted: dict) -> dict:
     return {key: value for key, value in wanted.items() if key in declared}
 
 
-def run_papermill(source: Path, target: Path, parameters: dict, cwd: Path | None = None) -> None:
-    """Execute the notebook ``source`` into ``target`` with papermill, on the python3 kernel, in
-    ``cwd`` (the source's folder unless given).
+def run_papermill(
+    source: Path,
+    target: Path,
+    parameters: dict,
+    cwd: Path | None = None,
+    kernel_name: str = "python3",
+) -> None:
+    """Execute the notebook ``source`` into ``target`` with papermill, on ``kernel_name`` (this
+    interpreter's python3 unless given), in ``cwd`` (the source's folder unless given).
 
     The kernel's messages are encrypted (CurveZMQ) where pyzmq supports it: ipykernel ≥ 7.3
     prints a warning at every kernel start when they go over TCP in plain text.
@@ -90,7 +96,7 @@ def run_papermill(source: Path, target: Path, parameters: dict, cwd: Path | None
         source,
         target,
         cwd=cwd or source.parent,
-        kernel_name="python3",
+        kernel_name=kernel_name,
         progress_bar=False,
         parameters=parameters,
         config=Config({"KernelManager": {"transport_encryption": encryption}}),

@@ -350,14 +350,16 @@ def best_strategy(records: Sequence[dict], task: str, metric: str = "score") -> 
 
 
 def read_run_records(
-    out: Path, task: str, strategies: Sequence[str], data: Path | None = None, config=None
+    out: Path, task: str, strategies: Sequence[str], data: Path, config
 ) -> dict[str, list[dict]]:
     """The records of ``out/<task>-<strategy>/records.jsonl`` for each strategy that has them.
 
-    With ``data`` and ``config``, a run made on other data or with another configuration is an
-    error (its numbers would not belong beside ours), not something to reuse silently.
+    A run made on other data or with another configuration is an error (its numbers would not
+    belong beside ours), not something to reuse silently: the same check as ``--resume``
+    (:func:`cosas_tutorial.experiment.check_same_run`), which follows the data's content, so
+    that runs moved with their data are read back.
     """
-    from .experiment import RECORDS_FILE, load_run
+    from .experiment import RECORDS_FILE, check_same_run, run_identity
     from .results import read_records
 
     found = {}
@@ -365,11 +367,7 @@ def read_run_records(
         run_dir = Path(out) / f"{task}-{strategy}"
         if not (run_dir / RECORDS_FILE).exists():
             continue
-        manifest, run_config = load_run(run_dir)
-        if data is not None and manifest["data"] != str(Path(data).resolve()):
-            raise ValueError(f"{run_dir} was trained on {manifest['data']}, not on {data}")
-        if config is not None and run_config != config:
-            raise ValueError(f"{run_dir} was trained with another configuration than this one")
+        check_same_run(run_dir, run_identity(task, strategy, config, data))
         found[strategy] = read_records(run_dir / RECORDS_FILE)
     return found
 

@@ -1,12 +1,16 @@
 """Runs: train a strategy on a task over cross-validation folds, evaluate it, run the grid.
 
-A run folder holds ``run.json`` (what was run), ``fold<k>/<stage>.ckpt`` (resumable
-checkpoints), ``fold<k>/model.pt`` (final weights), ``fold<k>/stain_norm.json`` (the stain
-normaliser's reference, with ``stain_norm="macenko"``) and ``records.jsonl`` (scores).
+A run folder holds ``run.json`` (what was run: task, strategy, configuration, the data's
+:func:`~cosas_tutorial.data.cosas.fingerprint` and, for information, its path),
+``fold<k>/<stage>.ckpt`` (resumable checkpoints), ``fold<k>/model.pt`` (final weights),
+``fold<k>/stain_norm.json`` (the stain normaliser's reference, with ``stain_norm="macenko"``)
+and ``records.jsonl`` (scores). A run folder moved or copied together with its data is resumed
+and read back wherever it lies: the data are known by their content, not their path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import warnings
@@ -16,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .data.cosas import DataError, discover
+from .data.cosas import DataError, Fingerprint, discover, fingerprint
 from .data.layout import TASKS, Sample
 from .data.splits import kfold_by_domain
 from .data.tiles import TileCache
@@ -28,6 +32,7 @@ from .stain import load_normaliser, normaliser_for
 from .strategies import STRATEGIES, get_strategy, other_task
 
 RUN_FILE, RECORDS_FILE = "run.json", "records.jsonl"
+FINGERPRINT = "data_fingerprint"  # the key of run.json that identifies the data
 
 
 def task_samples(samples: Sequence[Sample], task: str, split: str) -> list[Sample]:
@@ -61,35 +66,60 @@ def _record(
 
 
 def run_identity(task: str, strategy: str, config: RunConfig, data: Path) -> dict:
-    """What makes a run folder this run: task, strategy, configuration and data tree (as
-    ``run.json`` records them)."""
+    """What makes a run folder this run, as ``run.json`` records it: task, strategy,
+    configuration and the data's fingerprint; the data's path is there for information only."""
     return {
         "task": task,
         "strategy": strategy,
         "config": config.to_dict(),
         "data": str(Path(data).resolve()),
+        FINGERPRINT: dataclasses.asdict(fingerprint(data)),
     }
 
 
 def check_same_run(run_dir: Path, identity: dict) -> None:
     """Refuse to continue or read back the run in ``run_dir`` for another :func:`run_identity`:
-    its models and scores would be taken for this one's. The error names what differs."""
+    its models and scores would be taken for this one's. The error names what differs.
+
+    The data are compared by fingerprint, not by path, so that a run folder and its data can be
+    moved or copied together. A ``run.json`` of an older version records the path alone: it is
+    accepted at that path, as that version accepted it, and refused elsewhere, where nothing
+    tells whether the data are the same (retraining is safer than mixing runs).
+    """
     previous = json.loads((run_dir / RUN_FILE).read_text())
-    differences = [
-        key for key in ("task", "strategy", "data") if previous.get(key) != identity[key]
-    ]
+    differences = [key for key in ("task", "strategy") if previous.get(key) != identity[key]]
     old_config, new_config = previous.get("config") or {}, identity["config"]
     differences += [
         f"config.{key}"
         for key in sorted(old_config.keys() | new_config.keys())
         if old_config.get(key) != new_config.get(key)
     ]
+    data = _data_difference(previous, identity)
+    if data:
+        differences.append("data")
     if differences:
         raise FileExistsError(
             f"{run_dir} holds a run made with another configuration or data "
             f"({', '.join(differences)} differ from these settings); it cannot be resumed or "
-            "reused with them: choose another output folder"
+            f"reused with them: choose another output folder{data}"
         )
+
+
+def _data_difference(previous: dict, identity: dict) -> str:
+    """Nothing when the run in ``previous`` (its ``run.json``) was made on the data of
+    ``identity``; else one line for each side, saying what it holds."""
+    here = f"\n  data here: {Fingerprint(**identity[FINGERPRINT])} ({identity['data']})"
+    if FINGERPRINT not in previous:
+        if previous.get("data") == identity["data"]:
+            return ""
+        return (
+            f"{here}\n  data in {RUN_FILE}: {previous.get('data')}, recorded by an older version"
+            " of cosas_tutorial as a path alone, so the data cannot be checked at another path"
+        )
+    if previous[FINGERPRINT] == identity[FINGERPRINT]:
+        return ""
+    then = Fingerprint(**previous[FINGERPRINT])
+    return f"{here}\n  data in {RUN_FILE}: {then} ({previous.get('data')})"
 
 
 def _prepare_run_dir(run_dir: Path, identity: dict, resume: bool) -> None:

@@ -217,26 +217,27 @@ def test_run_images_match_the_baseline_records(tiny_synthetic):
     assert len(vectors) == 4 and (vectors["H_R"] > vectors["E_R"]).all()
 
 
-def test_read_run_records_checks_data_and_config(tmp_path):
+def test_read_run_records_checks_data_and_config(make_cosas_tree, tmp_path):
     import json
 
+    from cosas_tutorial.experiment import run_identity
     from cosas_tutorial.results import append_records
 
     config = get_profile("ci")
-    data = tmp_path / "data"
-    data.mkdir()
+    data = make_cosas_tree({"task2": {"3d-1000": 2}})
+    other = make_cosas_tree({"task2": {"3d-1000": 3}}, root=tmp_path / "other")
     run_dir = tmp_path / "experiment" / "task2-standard"
     run_dir.mkdir(parents=True)
-    manifest = {"task": "task2", "strategy": "standard", "config": config.to_dict()}
-    (run_dir / "run.json").write_text(json.dumps({**manifest, "data": str(data.resolve())}))
+    identity = run_identity("task2", "standard", config, data)
+    (run_dir / "run.json").write_text(json.dumps(identity))
     append_records(run_dir / "records.jsonl", [_record("task2", "standard", "cv", [0.5])])
     out = tmp_path / "experiment"
 
     found = analysis.read_run_records(out, "task2", ["standard", "union"], data, config)
     assert list(found) == ["standard"] and found["standard"][0]["images"][0]["score"] == 0.5
-    with pytest.raises(ValueError, match="trained on"):
-        analysis.read_run_records(out, "task2", ["standard"], tmp_path, config)
-    with pytest.raises(ValueError, match="configuration"):
+    with pytest.raises(FileExistsError, match=r"\(data differ"):
+        analysis.read_run_records(out, "task2", ["standard"], other, config)
+    with pytest.raises(FileExistsError, match="config.epochs differ"):
         analysis.read_run_records(out, "task2", ["standard"], data, config.replace(epochs=9))
 
 

@@ -124,6 +124,13 @@ def test_chapters_show_their_figures_and_no_errors(built_book):
         assert not re.search(r"\b\w*Error: ", stderr), f"{name}: an error in stderr: {stderr!r}"
 
 
+def test_pages_show_the_chapters_parameters_not_the_builds(built_book):
+    for name in built_book["executed"]:
+        text = (built_book["html"] / f"{name}.html").read_text(encoding="utf-8")
+        assert "# Parameters" not in text, f"{name}: papermill's injected cell is on the page"
+        assert "PROFILE" in text, f"{name}: the chapter's parameters cell is missing"
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The Chromium executable; the test fails (never skips) without one."""

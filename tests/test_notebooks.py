@@ -39,19 +39,53 @@ def exercise_solutions(notebook: nbformat.NotebookNode) -> list[str]:
     return ["".join(code) for code in blocks if code]
 
 
+def tagged(cell, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def solution_cells(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """What a student runs after the chapter, in order: the code of every solution, each code
+    exercise's solution followed by its check cell again (tagged ``check``).
+
+    A code exercise is three cells: one tagged ``exercise`` (the stub), one tagged ``check``,
+    then the markdown cell whose Solution holds the exercise cell's full code.
+    """
+    cells = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "markdown":
+            continue
+        for _, body in SOLUTION.findall(cell.source):
+            code = "".join(PYTHON_BLOCK.findall(body))
+            if code:
+                cells.append(nbformat.v4.new_code_cell(code))
+            before = notebook.cells[index - 1] if index else None
+            if code and before is not None and tagged(before, "check"):
+                check = nbformat.v4.new_code_cell(before.source)
+                check.metadata["tags"] = ["check"]
+                cells.append(check)
+    return cells
+
+
+def check_lines(cell) -> list[str]:
+    """The ✓/✗ lines a check cell printed."""
+    text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stdout")
+    return [line for line in text.splitlines() if line.startswith(("✓", "✗"))]
+
+
 def run_notebook(name: str, out: Path, installed, solutions: bool = True, **parameters):
     """Execute chapter ``<name>`` with PROFILE="ci" and OUT=out; return the executed notebook.
 
     The chapter runs as a reader's copy would: from ``installed.book`` (book/ copied outside the
     checkout), on the kernel of the package installed from a wheel (conftest.installed_book).
-    With ``solutions``, the exercises' solutions run after the last cell in the same kernel, as
-    a student would run them; each must finish without error and show something. They are then
-    cut, so that ``<name>.executed.ipynb`` (which the book test builds from) is the chapter alone.
+    Every check cell of the chapter must report its exercise "not done yet" (the committed
+    stubs). With ``solutions``, the exercises' solutions run after the last cell in the same
+    kernel, as a student would run them; each must finish without error and show something, and
+    each exercise's check, run again after its solution, must pass. They are then cut, so that
+    ``<name>.executed.ipynb`` (which the book test builds from) is the chapter alone.
     """
     notebook = nbformat.read(installed.book / f"{name}.ipynb", as_version=4)
-    solution_cells = [nbformat.v4.new_code_cell(code) for code in exercise_solutions(notebook)]
-    if solutions:
-        notebook.cells += solution_cells
+    extra = solution_cells(notebook) if solutions else []
+    notebook.cells += extra
     source, executed = out / f"{name}.source.ipynb", out / f"{name}.executed.ipynb"
     nbformat.write(notebook, source)
     # The kernel works in the book's folder (the chapters' relative paths), as a reader's does.
@@ -61,12 +95,18 @@ def run_notebook(name: str, out: Path, installed, solutions: bool = True, **para
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             assert output.get("output_type") != "error", f"{name}: {output.get('ename')}"
-    if solutions:
-        first = len(notebook.cells) - len(solution_cells)
-        for number, cell in enumerate(notebook.cells[first:], start=1):
-            assert cell.outputs, f"{name}: solution {number} showed nothing"
-        notebook.cells = notebook.cells[:first]
-        nbformat.write(notebook, executed)
+    first = len(notebook.cells) - len(extra)
+    for number, cell in enumerate(notebook.cells[:first]):
+        if tagged(cell, "check"):
+            lines = check_lines(cell)
+            assert len(lines) == 1 and "not done yet" in lines[0], (name, number, lines)
+    for number, cell in enumerate(notebook.cells[first:], start=1):
+        assert cell.outputs, f"{name}: solution cell {number} showed nothing"
+        if tagged(cell, "check"):
+            lines = check_lines(cell)
+            assert len(lines) == 1 and lines[0].endswith(": passed"), (name, number, lines)
+    notebook.cells = notebook.cells[:first]
+    nbformat.write(notebook, executed)
     return notebook
 
 
@@ -103,7 +143,12 @@ def test_runner_injects_parameters_and_the_kernel_starts_quietly(tmp_path, capfd
     notebook.cells = [parameters, nbformat.v4.new_code_cell("print(ANSWER * 2)")]
     nbformat.write(notebook, source)
     run_papermill(source, executed, {"ANSWER": 21})
-    assert text_output(nbformat.read(executed, as_version=4)).strip() == "42"
+    result = nbformat.read(executed, as_version=4)
+    assert text_output(result).strip() == "42"
+    # the injected cell (this machine's values) is cut from the book; the chapter's own is shown
+    injected = [c for c in result.cells if tagged(c, "injected-parameters")]
+    assert len(injected) == 1 and tagged(injected[0], "remove-cell")
+    assert not tagged(result.cells[0], "remove-cell")
     # Only the kernel application's own lines: at shutdown, ipykernel 7.4 now and then logs a
     # traceback of a closed control socket (a race in its shutdown, not in the start-up).
     assert "[IPKernelApp]" not in capfd.readouterr().err

@@ -85,14 +85,17 @@ def run_papermill(
     interpreter's python3 unless given), in ``cwd`` (the source's folder unless given).
 
     The kernel's messages are encrypted (CurveZMQ) where pyzmq supports it: ipykernel ≥ 7.3
-    prints a warning at every kernel start when they go over TCP in plain text.
+    prints a warning at every kernel start when they go over TCP in plain text. The cell that
+    papermill injects (this machine's paths) is tagged ``remove-cell``: the book shows the
+    chapter's own ``parameters`` cell, not the build's.
     """
+    import nbformat
     import papermill
     import zmq
     from traitlets.config import Config
 
     encryption = "auto" if zmq.has("curve") else "disabled"
-    papermill.execute_notebook(
+    executed = papermill.execute_notebook(
         source,
         target,
         cwd=cwd or source.parent,
@@ -101,6 +104,11 @@ def run_papermill(
         parameters=parameters,
         config=Config({"KernelManager": {"transport_encryption": encryption}}),
     )
+    for cell in executed.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(executed, target)
 
 
 def execute(path: Path, profile: str, out: Path, **extra) -> float:

@@ -9,7 +9,7 @@ export MPLBACKEND := Agg
 DEMO_DATA := data/synthetic
 DEMO_OUT := runs/demo
 
-.PHONY: install demo test clean-demo lint links bench book
+.PHONY: install demo test clean-demo lint links bench book release lab
 
 install: $(VENV)/.installed
 
@@ -54,3 +54,15 @@ PROFILE ?= cpu
 BOOK_ARGS ?=
 book: install
 	$(BIN)/python tools/execute_book.py --profile $(PROFILE) $(BOOK_ARGS)
+
+# JupyterLab on the book's folder, with this environment's kernel (the chapters' relative paths
+# resolve from there).
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=book
+
+# A release from a clean working tree (run `make test` first): `make release VERSION=X.Y.Z`
+# commits "Release X.Y.Z" with the notebooks at the tag vX.Y.Z, tags it, points the notebooks
+# back at main in a second commit, and prints the push command (tools/release.py).
+VERSION ?=
+release: install
+	$(BIN)/python tools/release.py "$(VERSION)"

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ENCODERS, PROFILES, get_profile
+from .config import ENCODERS, PROFILES, WEIGHTS, get_profile
 from .data.layout import TASK_TITLES, TASKS
 
 EPILOG = """examples:
@@ -65,15 +65,19 @@ def _parser() -> argparse.ArgumentParser:
         help="mirror of the raw-file host (default: $COSAS_OPEN_TISSUE_URL, else the public host)",
     )
 
+    def weights_option(p):
+        p.add_argument(
+            "--weights",
+            choices=WEIGHTS,
+            help="encoder initialisation: imagenet, none (random) or auto (the profile's, "
+            "random if they cannot be downloaded); default: the profile's, required",
+        )
+
     def run_options(p, needs_profile=True):
         p.add_argument("--data", type=Path, required=True, help="COSAS-layout data tree")
         p.add_argument("--profile", choices=PROFILES, default="cpu", help="(cpu)")
         p.add_argument("--encoder", choices=ENCODERS, help="override the profile's MiT variant")
-        p.add_argument(
-            "--weights",
-            choices=("imagenet", "none"),
-            help="encoder initialisation (profile default)",
-        )
+        weights_option(p)
         p.add_argument("--epochs", type=int, help="override the profile's epochs per stage")
         p.add_argument("--seed", type=int)
         p.add_argument("--stain-aug", choices=("none", "hed", "hsv"))
@@ -137,9 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ablation.add_argument("--limit", type=int, help="at most this many tiles per domain")
     ablation.add_argument("--encoder", choices=ENCODERS, help="override the profile's MiT variant")
-    ablation.add_argument(
-        "--weights", choices=("imagenet", "none"), help="encoder initialisation (profile default)"
-    )
+    weights_option(ablation)
     ablation.add_argument("--epochs", type=int, help="override the profile's epochs per stage")
     ablation.add_argument("--seed", type=int)
     ablation.add_argument(
@@ -166,9 +168,12 @@ def _config(args):
         }.items()
         if v is not None
     }
-    if args.weights is not None:
-        overrides["encoder_weights"] = None if args.weights == "none" else args.weights
-    return get_profile(args.profile, **overrides)
+    config = get_profile(args.profile, **overrides)
+    if args.weights is None:
+        return config
+    from .model import resolve_weights  # imported here to keep `cosas data …` start-up light
+
+    return resolve_weights(config, args.weights)
 
 
 def _device(name):
@@ -294,9 +299,15 @@ def _data(args) -> int:
             progress=True,
         )
     else:
-        from .data.open_tissue import prepare
+        from .data.open_tissue import ENV_VAR, DownloadError, prepare
 
-        root = prepare(args.out, base_url=args.base_url, domains=args.domains, progress=True)
+        try:
+            root = prepare(args.out, base_url=args.base_url, domains=args.domains, progress=True)
+        except DownloadError as err:  # main reports it in one line, without a traceback
+            raise RuntimeError(
+                f"open-tissue download failed: {err} (set {ENV_VAR} or --base-url "
+                "to a mirror of the files)"
+            ) from err
     print(f"data tree ready: {root}")
     return 0
 

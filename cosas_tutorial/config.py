@@ -12,6 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 
 ENCODERS = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
+# How to start the encoder: a notebook's WEIGHTS, the command line's --weights (resolved by
+# cosas_tutorial.model.resolve_weights).
+WEIGHTS = ("auto", "imagenet", "none")
 
 
 @dataclass(frozen=True)

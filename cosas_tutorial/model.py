@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import sys
+
 import segmentation_models_pytorch as smp
 import torch
 from huggingface_hub import constants as hub_constants
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ENCODERS
+from .config import ENCODERS, WEIGHTS, RunConfig
 
 STRIDE = 32  # MiT + FPN need height and width divisible by 32
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but could not be fetched."""
+    """Pretrained weights were asked for but could not be fetched; ``reason`` says why."""
+
+    def __init__(self, weights: str, encoder: str, reason: str):
+        self.reason = reason
+        super().__init__(
+            f"could not load {weights} weights for {encoder} ({reason}). Either connect to the "
+            "internet once (the weights are cached afterwards), or start from random "
+            'initialisation explicitly: WEIGHTS = "none" in a notebook\'s parameters cell '
+            '("auto" falls back on it by itself), --weights none on the command line '
+            "(expect lower scores: the paper used ImageNet weights)."
+        )
 
 
 # The statistics smp's MiT ImageNet weights were trained with (written here because smp looks
@@ -46,7 +58,8 @@ def build_model(encoder: str = "mit_b0", weights: str | None = None) -> nn.Modul
     """FPN + MiT with one output channel (tumour logit), for RGB input in [0, 1].
 
     ``weights="imagenet"`` downloads ImageNet encoder weights from the model hub; if that fails the
-    error says how to proceed instead of silently training from scratch.
+    error says how to proceed instead of silently training from scratch
+    (:func:`resolve_weights` decides beforehand what to do without them).
     """
     if encoder not in ENCODERS:
         raise ValueError(f"encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
@@ -57,13 +70,36 @@ def build_model(encoder: str = "mit_b0", weights: str | None = None) -> nn.Modul
             raise
         # the hub client reads HF_HUB_OFFLINE once, on import: ask it, not the environment
         offline = hub_constants.HF_HUB_OFFLINE
-        raise WeightsUnavailableError(
-            f"could not load {weights} weights for {encoder} "
-            f"({'the model hub is in offline mode' if offline else type(err).__name__}: {err}). "
-            "Either connect to the internet once (the weights are cached afterwards), "
-            "or train from scratch explicitly with --weights none "
-            "(expect lower scores: the paper used ImageNet weights)."
-        ) from err
+        why = "the model hub is in offline mode" if offline else type(err).__name__
+        raise WeightsUnavailableError(weights, encoder, f"{why}: {err}") from err
+
+
+def resolve_weights(config: RunConfig, weights: str = "auto") -> RunConfig:
+    """``config`` with its encoder weights settled before any training starts.
+
+    ``"none"``: random initialisation. ``"imagenet"``: ImageNet weights, or
+    :class:`WeightsUnavailableError` now rather than when training starts. ``"auto"``: the
+    configuration's own weights (the profile's: ImageNet for gpu and paper) when they load, else
+    random initialisation with a printed warning, so that a notebook goes on without the model
+    hub. Weights are loaded once here, which caches them for training.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    wanted = {"auto": config.encoder_weights, "imagenet": "imagenet", "none": None}[weights]
+    if wanted is not None:
+        try:
+            build_model(config.encoder, wanted)
+        except WeightsUnavailableError as err:
+            if weights != "auto":
+                raise
+            print(
+                f"Warning: {wanted} weights for {config.encoder} could not be loaded "
+                f"({err.reason}); the encoder starts from random initialisation, and scores "
+                f"will be lower than with {wanted} weights.",
+                file=sys.stderr,
+            )
+            wanted = None
+    return config.replace(encoder_weights=wanted)
 
 
 def check_input_size(height: int, width: int) -> None:

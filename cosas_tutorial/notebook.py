@@ -1,8 +1,8 @@
 """What every notebook does in its second code cell: resolve the `parameters` cell.
 
-The parameters cell holds literals only (PROFILE, DATA, SEED, OUT …); :func:`setup` turns them
-into a configuration, a ready data tree, an output folder and a device, and prints the
-environment so that every result in the book names the machine it came from.
+The parameters cell holds literals only (PROFILE, DATA, SEED, WEIGHTS, OUT …); :func:`setup`
+turns them into a configuration, a ready data tree, an output folder and a device, and prints
+the environment so that every result in the book names the machine it came from.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig, get_profile
-from .env import describe, pick_device, seed_everything
+from .env import describe, in_colab, pick_device, seed_everything
 
 DATA_HOME_ENV = "COSAS_DATA_HOME"  # where generated and downloaded data trees are kept
+DRIVE = Path("/content/drive")  # where Colab mounts Google Drive
 
 
 def data_home() -> Path:
@@ -65,6 +66,16 @@ def resolve_data(data: str, config: RunConfig, shift: float = 0.5) -> Path:
     return path
 
 
+def mount_drive(*paths: str | Path) -> None:
+    """In Colab, mount Google Drive when a path lies on it: unmounted, ``/content/drive/…``
+    is a plain local folder, and runs written there are lost with the runtime."""
+    on_drive = any(DRIVE in Path(p).expanduser().parents for p in paths)
+    if on_drive and in_colab() and not (DRIVE / "MyDrive").is_dir():
+        from google.colab import drive
+
+        drive.mount(str(DRIVE))
+
+
 def setup(
     profile: str = "auto",
     data: str = "synthetic",
@@ -73,10 +84,23 @@ def setup(
     shift: float = 0.5,
     device: str | None = None,
     verbose: bool = True,
+    weights: str | None = None,
     **overrides,
 ) -> Setup:
-    """Resolve a notebook's parameters; print the environment and the choices made."""
+    """Resolve a notebook's parameters; print the environment and the choices made.
+
+    ``weights`` is the WEIGHTS parameter of the chapters that train (see
+    :func:`cosas_tutorial.model.resolve_weights`): ``"auto"`` goes on with random
+    initialisation, and says so, when the model hub cannot be reached. It is settled first, so
+    that ``"imagenet"`` fails before data are made. ``None`` (chapters that train nothing)
+    leaves the profile's setting unchecked, so that no weights are downloaded for them.
+    """
+    from .model import resolve_weights  # here: smp takes seconds to import, data_home none
+
     config = get_profile(resolve_profile(profile), seed=seed, **overrides)
+    if weights is not None:
+        config = resolve_weights(config, weights)
+    mount_drive(data, out)
     seed_everything(seed)
     resolved = Setup(config, resolve_data(data, config, shift), Path(out), pick_device(device))
     resolved.out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +111,7 @@ def setup(
             f"{'profile':>15}: {config.profile} ({config.encoder}, crop {config.crop_size}, "
             f"{config.epochs} epochs × {config.steps_per_epoch} steps)"
         )
+        print(f"{'weights':>15}: {config.encoder_weights or 'random initialisation'}")
         print(f"{'data':>15}: {resolved.data}")
         print(f"{'out':>15}: {resolved.out}")
     return resolved

@@ -39,8 +39,11 @@ def test_unreachable_weights_say_how_to_proceed(monkeypatch, tmp_path):
     # the environment here would change nothing (it would retry the network for ~20 s)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match="offline mode.*--weights none"):
+    with pytest.raises(
+        WeightsUnavailableError, match='offline mode.*WEIGHTS = "none".*--weights none'
+    ) as raised:
         build_model("mit_b0", weights="imagenet")
+    assert raised.value.reason.startswith("the model hub is in offline mode")
 
 
 def test_model_standardises_its_input_with_imagenet_statistics():

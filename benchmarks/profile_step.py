@@ -1,7 +1,7 @@
 """Where a training step's time goes: the model-only step beside the trainer's, profiled.
 
-    python benchmarks/profile_step.py [--device cuda] [--steps 20] [--compile] [--tiny]
-        [--data DIR] [--json PATH]
+    python benchmarks/profile_step.py [--device cuda] [--steps 20] [--compile]
+        [--precision auto|bf16|fp16|fp32] [--tiny] [--data DIR] [--json PATH]
 
 Runs paths 1 and 2 of ``train_throughput.py`` (same settings and defaults, same synthetic
 tiles) under ``torch.profiler``, after a warm-up of each: ``--steps`` steps of the model-only
@@ -146,6 +146,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         "settings": {
             **{key: s[key] for key in ("encoder", "crop", "batch", "tile", "tiles")},
             "steps": steps,
+            "precision": step.precision,
             "compile": device.type == "cuda" and args.compile,
         },
         "rows": rows,
@@ -163,7 +164,7 @@ def report(result: dict) -> str:
     lines = [
         f"device: {result['device']} ({result['device_name']}), torch {result['torch']}; "
         f"FPN + {s['encoder']}, {s['crop']}² crops, batch {s['batch']}, {s['steps']} profiled "
-        f"steps per path, compile {'on' if s['compile'] else 'off'}",
+        f"steps per path, {s['precision']}, compile {'on' if s['compile'] else 'off'}",
         "",
         f"{'per step, under the profiler':<46}{'wall ms':>9}{'host: step':>12}{'batch':>8}"
         f"{'GPU busy ms':>13}{'busy':>7}{'kernels':>9}",

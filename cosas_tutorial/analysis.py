@@ -9,7 +9,6 @@ every data tier (synthetic, open-tissue, the real COSAS data).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -19,8 +18,9 @@ from PIL import Image
 from .data.cosas import read_image, read_mask
 from .data.layout import Sample
 from .evaluate import image_scores
-from .results import BASELINES
+from .results import image_table
 from .stain import RUIFROK_HED, estimate_stains
+from .strategies import BASELINES
 
 # Optical density of glass is about 0; tissue is where the summed OD exceeds this (natural log,
 # as in Macenko et al. 2009 and torchstain, whose beta is 0.15 per channel).
@@ -318,111 +318,14 @@ def expected_calibration_error(table: pd.DataFrame) -> float:
 # Run records
 
 
-def image_frame(records: Sequence[dict]) -> pd.DataFrame:
-    """Every per-image row of every record, with the record's task, strategy, fold and split."""
-    rows = []
-    for record in records:
-        for row in record["images"]:
-            rows.append(
-                {
-                    "task": record["task"],
-                    "strategy": record["strategy"],
-                    "fold": record["fold"],
-                    "split": record["split"],
-                    **{k: v for k, v in row.items() if k not in ("task", "split", "probability")},
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def best_strategy(records: Sequence[dict], task: str, metric: str = "score") -> str:
     """The trained strategy with the highest mean in-domain (CV) ``metric`` on ``task``: the
     selection one can make without looking at the unseen domains. Baselines are not candidates."""
-    frame = image_frame(records)
-    if not frame.empty:
-        frame = frame[
-            (frame["task"] == task) & (frame["split"] == "cv") & ~frame["strategy"].isin(BASELINES)
-        ]
+    frame = image_table(records)
+    frame = frame[
+        (frame["task"] == task) & (frame["split"] == "cv") & ~frame["strategy"].isin(BASELINES)
+    ]
     if frame.empty:
         raise ValueError(f"no cross-validation records of a trained strategy for {task}")
     means = frame.groupby("strategy")[metric].mean()
     return str(means.idxmax())
-
-
-def read_run_records(
-    out: Path, task: str, strategies: Sequence[str], data: Path, config
-) -> dict[str, list[dict]]:
-    """The records of ``out/<task>-<strategy>/records.jsonl`` for each strategy that has them.
-
-    A run made on other data or with another configuration is an error (its numbers would not
-    belong beside ours), not something to reuse silently: the same check as ``--resume``
-    (:func:`cosas_tutorial.experiment.check_same_run`), which follows the data's content, so
-    that runs moved with their data are read back.
-    """
-    from .experiment import RECORDS_FILE, check_same_run, run_identity
-    from .results import read_records
-
-    found = {}
-    for strategy in strategies:
-        run_dir = Path(out) / f"{task}-{strategy}"
-        if not (run_dir / RECORDS_FILE).exists():
-            continue
-        check_same_run(run_dir, run_identity(task, strategy, config, data))
-        found[strategy] = read_records(run_dir / RECORDS_FILE)
-    return found
-
-
-def ensure_runs(
-    data: Path,
-    config,
-    out: Path,
-    task: str,
-    strategies: Sequence[str],
-    device=None,
-    progress: bool = False,
-) -> list[dict]:
-    """The run records of ``strategies`` on ``task`` in ``out``, then the trivial baselines on
-    the same images.
-
-    Finished runs (``out/<task>-<strategy>/records.jsonl``, made on ``data`` with ``config``)
-    are read back; if any is missing, :func:`cosas_tutorial.experiment.run_experiment` trains it
-    (``resume=True``: the finished ones are not trained again; note that it rewrites
-    ``out/results.jsonl`` with the records of this call). Chapters share runs this way.
-    """
-    from .experiment import baseline_records, run_experiment
-
-    found = read_run_records(out, task, strategies, data, config)
-    missing = [s for s in strategies if s not in found]
-    print(f"{out}: {task} runs reused: {sorted(found) or 'none'}; to train: {missing or 'none'}")
-    if missing:
-        run_experiment(
-            data,
-            config,
-            out,
-            strategies=strategies,
-            tasks=[task],
-            device=device,
-            resume=True,
-            progress=progress,
-        )
-        found = read_run_records(out, task, strategies, data, config)
-    return [r for s in strategies for r in found[s]] + baseline_records(data, task, config)
-
-
-def run_images(data: Path, task: str, config, fold: int = 0) -> dict[str, list[Sample]]:
-    """The images a run's records score: ``cv`` = the in-domain validation images of
-    cross-validation fold ``fold`` (the same split as :func:`cosas_tutorial.experiment.train_run`),
-    ``test`` = the unseen domains of ``task``."""
-    from .data.cosas import discover
-    from .data.splits import kfold_by_domain
-    from .experiment import task_samples
-
-    samples = discover(data)
-    train = task_samples(samples, task, "train")
-    folds = kfold_by_domain(train, config.folds, config.seed)
-    if not 0 <= fold < len(folds):
-        raise ValueError(f"fold must lie in 0..{len(folds) - 1}, got {fold}")
-    return {
-        "cv": [train[i] for i in folds[fold][1]],
-        "test": task_samples(samples, task, "test"),
-    }

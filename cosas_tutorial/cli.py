@@ -7,8 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ENCODERS, PROFILES, WEIGHTS, get_profile
+from .config import (
+    CHOICES,
+    CONFIG_OPTIONS,
+    PROFILES,
+    PROTOCOLS,
+    STAIN_HANDLING,
+    WEIGHTS,
+    RunConfig,
+    get_profile,
+)
 from .data.layout import TASK_TITLES, TASKS
+from .strategies import STRATEGIES
 
 EPILOG = """examples:
   cosas data synthetic data/synthetic --tiles 24 --size 256 --shift 0.5
@@ -65,23 +75,22 @@ def _parser() -> argparse.ArgumentParser:
         help="mirror of the raw-file host (default: $COSAS_OPEN_TISSUE_URL, else the public host)",
     )
 
-    def weights_option(p):
+    def run_options(p, fields=CONFIG_OPTIONS):
+        """The options every training command shares: data, profile, the profile's fields
+        that may be changed (one option each, from RunConfig), weights, device, resume."""
+        p.add_argument("--data", type=Path, required=True, help="COSAS-layout data tree")
+        p.add_argument("--profile", choices=PROFILES, default="cpu", help="(cpu)")
+        for name in fields:
+            kind = type(getattr(RunConfig(), name))
+            flag = "--" + name.replace("_", "-")
+            extra = {"choices": CHOICES[name]} if name in CHOICES else {"type": kind}
+            p.add_argument(flag, help=f"override the profile's {name}", **extra)
         p.add_argument(
             "--weights",
             choices=WEIGHTS,
             help="encoder initialisation: imagenet, none (random) or auto (the profile's, "
             "random if they cannot be downloaded); default: the profile's, required",
         )
-
-    def run_options(p, needs_profile=True):
-        p.add_argument("--data", type=Path, required=True, help="COSAS-layout data tree")
-        p.add_argument("--profile", choices=PROFILES, default="cpu", help="(cpu)")
-        p.add_argument("--encoder", choices=ENCODERS, help="override the profile's MiT variant")
-        weights_option(p)
-        p.add_argument("--epochs", type=int, help="override the profile's epochs per stage")
-        p.add_argument("--seed", type=int)
-        p.add_argument("--stain-aug", choices=("none", "hed", "hsv"))
-        p.add_argument("--stain-norm", choices=("none", "macenko"))
         p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available)")
         p.add_argument(
             "--resume",
@@ -90,12 +99,25 @@ def _parser() -> argparse.ArgumentParser:
             "reused (only one made with the same settings and data)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--out", type=Path, required=True, help="output folder")
 
-    train = commands.add_parser("train", help="train one strategy on one task (CV folds)")
+    def grid_options(p, protocols=PROTOCOLS):
+        p.add_argument("--tasks", nargs="+", choices=TASKS)
+        p.add_argument(
+            "--protocol",
+            choices=protocols,
+            default=protocols[0],
+            help="cv: k-fold cross-validation within the training domains (unseen domains from "
+            "a COSAS24-TestSet); lodo: leave each training domain out in turn "
+            f"({protocols[0]})",
+        )
+        p.add_argument("--seeds", type=int, default=1, help="runs per strategy, seeds --seed … (1)")
+
+    train = commands.add_parser("train", help="train one strategy on one task")
     run_options(train)
     train.add_argument("--task", choices=TASKS, required=True)
-    train.add_argument("--strategy", choices=("standard", "union", "cross-task"), required=True)
-    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--strategy", choices=tuple(STRATEGIES), required=True)
+    train.add_argument("--protocol", choices=PROTOCOLS, default="cv", help="(cv)")
 
     evaluate = commands.add_parser(
         "evaluate", help="score a trained run on its task's held-out domains"
@@ -110,9 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         "experiment", help="every strategy × task: train, evaluate, table, figure"
     )
     run_options(experiment)
-    experiment.add_argument("--out", type=Path, required=True)
-    experiment.add_argument("--strategies", nargs="+", choices=("standard", "union", "cross-task"))
-    experiment.add_argument("--tasks", nargs="+", choices=TASKS)
+    grid_options(experiment)
+    experiment.add_argument("--strategies", nargs="+", choices=tuple(STRATEGIES))
 
     ablation = commands.add_parser(
         "ablation",
@@ -120,55 +141,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Train every strategy × stain handling (none, HED jitter, Macenko), score "
         "each model with test-time augmentation off and on, and write ablation.jsonl and "
         "ablation.md (mean ± std per unseen domain). Unseen domains: the tree's held-out "
-        "domains, or leave-one-source-out when a task has none (the open-tissue tier).",
+        "domains (cv), or leave-one-domain-out (lodo; auto: lodo where a task has no "
+        "COSAS24-TestSet, as in the open-tissue tier).",
     )
-    ablation.add_argument("--data", type=Path, required=True, help="COSAS-layout data tree")
-    ablation.add_argument("--profile", choices=PROFILES, default="cpu", help="(cpu)")
-    ablation.add_argument("--out", type=Path, required=True)
-    ablation.add_argument("--tasks", nargs="+", choices=TASKS)
+    run_options(ablation, [n for n in CONFIG_OPTIONS if n not in ("stain_aug", "stain_norm")])
+    grid_options(ablation, ("auto", *PROTOCOLS))
     ablation.add_argument(
-        "--strategies", nargs="+", choices=("standard", "union", "cross-task"),
-        default=["standard", "cross-task"], help="(standard cross-task)",
-    )  # fmt: skip
+        "--strategies", nargs="+", choices=tuple(STRATEGIES), help="(standard cross-task)"
+    )
     ablation.add_argument(
-        "--stains", nargs="+", choices=("none", "hed", "hsv", "macenko"),
-        default=["none", "hed", "macenko"], help="stain handling to compare (none hed macenko)",
-    )  # fmt: skip
-    ablation.add_argument(
-        "--protocol", choices=("auto", "held-out", "loso"), default="auto",
-        help="unseen domains: held-out test domains, or leave one source out "
-        "(auto: held-out where the tree has them)",
-    )  # fmt: skip
+        "--stains", nargs="+", choices=tuple(STAIN_HANDLING), help="(none hed macenko)"
+    )
     ablation.add_argument("--limit", type=int, help="at most this many tiles per domain")
-    ablation.add_argument("--encoder", choices=ENCODERS, help="override the profile's MiT variant")
-    weights_option(ablation)
-    ablation.add_argument("--epochs", type=int, help="override the profile's epochs per stage")
-    ablation.add_argument("--seed", type=int)
     ablation.add_argument(
-        "--seeds", nargs="+", type=int, help="train every cell once per seed (default: --seed)"
+        "--held-out", nargs="+", metavar="DOMAIN", help="lodo: hold out only these domains"
     )
-    ablation.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available)")
-    ablation.add_argument("--resume", action="store_true", help="reuse finished runs in --out")
-    ablation.add_argument("--quiet", action="store_true", help="no progress bars")
-    ablation.set_defaults(stain_aug=None, stain_norm=None)
 
     commands.add_parser("info", help="print versions and the device that would be used")
     return parser
 
 
 def _config(args):
-    overrides = {
-        k: v
-        for k, v in {
-            "encoder": args.encoder,
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "stain_aug": args.stain_aug,
-            "stain_norm": args.stain_norm,
-        }.items()
-        if v is not None
-    }
-    config = get_profile(args.profile, **overrides)
+    overrides = {name: getattr(args, name, None) for name in CONFIG_OPTIONS}
+    config = get_profile(args.profile, **{k: v for k, v in overrides.items() if v is not None})
     if args.weights is None:
         return config
     from .model import resolve_weights  # imported here to keep `cosas data …` start-up light
@@ -205,7 +200,7 @@ def _dispatch(args) -> int:
         return _ablation(args)
 
     from .experiment import evaluate_run, run_experiment, train_run
-    from .results import score_table
+    from .results import describe_runs, score_table
 
     if args.command == "train":
         records = train_run(
@@ -217,6 +212,7 @@ def _dispatch(args) -> int:
             _device(args.device),
             args.resume,
             not args.quiet,
+            args.protocol,
         )
     elif args.command == "evaluate":
         records = evaluate_run(args.run, args.data, args.tta or None, _device(args.device))
@@ -234,15 +230,16 @@ def _dispatch(args) -> int:
             _device(args.device),
             args.resume,
             not args.quiet,
+            args.protocol,
+            args.seeds,
         )
-        (args.out / "table.md").write_text(
-            "\n\n".join(
-                score_table(records, task).to_markdown(index=False)
-                for task in TASKS
-                if any(r["task"] == task for r in records)
-            )
-            + "\n"
-        )
+        tables = [
+            score_table(records, task).to_markdown(index=False)
+            for task in TASKS
+            if any(r["task"] == task for r in records)
+        ]
+        heading = f"COSAS score, mean ± std over images ({describe_runs(records)})"
+        (args.out / "table.md").write_text("\n\n".join([heading, *tables]) + "\n")
         figure = plot_strategy_scores(records)
         figure.savefig(args.out / "scores.png", dpi=120, bbox_inches="tight")
         print(
@@ -259,19 +256,20 @@ def _dispatch(args) -> int:
 def _ablation(args) -> int:
     from .ablation import TABLE_FILE, ablation_effects, ablation_table, run_ablation
 
+    chosen = {"strategies": args.strategies, "stains": args.stains}
     records = run_ablation(
         args.data,
         _config(args),
         args.out,
         args.tasks,
-        args.strategies,
-        args.stains,
-        args.protocol,
-        args.limit,
-        _device(args.device),
-        args.resume,
-        not args.quiet,
+        protocol=args.protocol,
+        limit=args.limit,
+        device=_device(args.device),
+        resume=args.resume,
+        progress=not args.quiet,
+        held_out=args.held_out,
         seeds=args.seeds,
+        **{k: v for k, v in chosen.items() if v},
     )
     print(ablation_table(records).to_string(index=False))
     print()

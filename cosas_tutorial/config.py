@@ -12,6 +12,22 @@ import dataclasses
 from dataclasses import dataclass
 
 ENCODERS = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
+STAIN_AUGS = ("none", "hed", "hsv")  # stain jitter in training (cosas_tutorial.augment)
+STAIN_NORMS = ("none", "macenko")  # stain normalisation of every tile (cosas_tutorial.stain)
+# cv: k-fold cross-validation within a task's training domains (in-domain scores; unseen ones
+# from a COSAS24-TestSet when there is one). lodo: leave one training domain out in turn.
+PROTOCOLS = ("cv", "lodo")
+# equal-steps: every strategy takes epochs × steps_per_epoch optimiser steps in all, a strategy
+# of several stages divides them (pretrain_share to the stages before the last). paper: every
+# stage runs the epochs over its own tiles (one epoch = one crop per tile), as the paper did.
+BUDGETS = ("equal-steps", "paper")
+# The stain ablation's labels (cosas_tutorial.ablation): what each sets in a configuration.
+STAIN_HANDLING = {
+    "none": {"stain_aug": "none", "stain_norm": "none"},
+    "hed": {"stain_aug": "hed", "stain_norm": "none"},
+    "hsv": {"stain_aug": "hsv", "stain_norm": "none"},
+    "macenko": {"stain_aug": "none", "stain_norm": "macenko"},
+}
 # How to start the encoder: a notebook's WEIGHTS, the command line's --weights (resolved by
 # cosas_tutorial.model.resolve_weights).
 WEIGHTS = ("auto", "imagenet", "none")
@@ -35,8 +51,10 @@ class RunConfig:
     run_folds: int = 1  # how many of the k folds are actually trained
     seed: int = 0
     augment: bool = True
-    stain_aug: str = "none"  # none | hed | hsv
-    stain_norm: str = "none"  # none | macenko
+    stain_aug: str = "none"  # one of STAIN_AUGS
+    stain_norm: str = "none"  # one of STAIN_NORMS
+    budget: str = "equal-steps"  # one of BUDGETS: how many steps each training stage takes
+    pretrain_share: float = 0.5  # equal-steps: the share of the steps before the last stage
     tta: bool = False
     amp: bool = True  # bf16/fp16 autocast on CUDA; always fp32 on CPU
     channels_last: bool = True  # CUDA only
@@ -54,19 +72,26 @@ class RunConfig:
             raise ValueError(f"crop_size {self.crop_size} must be a multiple of 32 (MiT needs it)")
         if not 1 <= self.run_folds <= self.folds:
             raise ValueError(f"run_folds must lie in 1..folds, got {self.run_folds}/{self.folds}")
-        if self.stain_aug not in ("none", "hed", "hsv"):
-            raise ValueError(f"stain_aug must be none, hed or hsv, got {self.stain_aug!r}")
-        if self.stain_norm not in ("none", "macenko"):
-            raise ValueError(f"stain_norm must be none or macenko, got {self.stain_norm!r}")
+        for name, allowed in (
+            ("stain_aug", STAIN_AUGS),
+            ("stain_norm", STAIN_NORMS),
+            ("budget", BUDGETS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if not 0 < self.pretrain_share < 1:
+            raise ValueError(f"pretrain_share must lie in (0, 1), got {self.pretrain_share}")
 
     @property
     def steps_per_stage(self) -> int:
-        """Optimisation steps of one training stage (cross-task has two stages per fold)."""
+        """Optimisation steps of a training stage run with this configuration."""
         return self.epochs * self.steps_per_epoch
 
     @property
     def crops_per_stage(self) -> int:
-        """Training crops drawn in one stage: steps × batch size."""
+        """Training crops drawn in such a stage: steps × batch size."""
         return self.steps_per_stage * self.batch_size
 
     def replace(self, **changes) -> RunConfig:
@@ -134,6 +159,27 @@ PROFILES: dict[str, RunConfig] = {
         synthetic_tiles=60,
         synthetic_size=1500,  # the size of a COSAS tile
     ),
+}
+
+
+# The fields of RunConfig that the command line may change (one option each) and the choices of
+# those that take one of a few values.
+CONFIG_OPTIONS = (
+    "encoder",
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "seed",
+    "stain_aug",
+    "stain_norm",
+    "budget",
+    "pretrain_share",
+)
+CHOICES = {
+    "encoder": ENCODERS,
+    "stain_aug": STAIN_AUGS,
+    "stain_norm": STAIN_NORMS,
+    "budget": BUDGETS,
 }
 
 

@@ -1,213 +1,157 @@
-"""Runs: train a strategy on a task over cross-validation folds, evaluate it, run the grid.
+"""Training runs and the strategy × task grid, under two protocols and two budget rules.
 
-A run folder holds ``run.json`` (what was run: task, strategy, configuration, the data's
-:func:`~cosas_tutorial.data.cosas.fingerprint` and, for information, its path),
-``fold<k>/<stage>.ckpt`` (resumable checkpoints), ``fold<k>/model.pt`` (final weights),
-``fold<k>/stain_norm.json`` (the stain normaliser's reference, with ``stain_norm="macenko"``)
-and ``records.jsonl`` (scores). A run folder moved or copied together with its data is resumed
-and read back wherever it lies: the data are known by their content, not their path.
+Protocols (``cosas_tutorial.config.PROTOCOLS``), each a list of training units per task:
+
+- ``cv``: k-fold cross-validation over the task's training domains, stratified by domain; a
+  unit's validation images give in-domain scores (split ``"cv"``);
+- ``lodo``: leave one domain out: each training domain of the task in turn is held out, the
+  unit trains on the others and is scored on it (split ``"test"``, ``held_out`` its name).
+  Needs nothing but a training set, so it answers "does it generalise to an unseen organ or
+  scanner?" on the real COSAS training data alone.
+
+Under both, the ``COSAS24-TestSet`` domains are scored too when the tree has them. A strategy
+that uses the other task trains on all of that task's training images in every unit.
+
+Budget rules (``config.budget``) decide how many optimiser steps each stage takes
+(:func:`plan_stages`); every record carries ``protocol``, ``held_out``, ``seed`` and ``steps``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import json
-import warnings
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import RunConfig
-from .data.cosas import DataError, Fingerprint, discover, fingerprint
+from .config import PROTOCOLS, RunConfig
+from .data.cosas import DataError, discover
 from .data.layout import TASKS, Sample
-from .data.splits import kfold_by_domain
+from .data.splits import kfold_by_domain, leave_one_domain_out
 from .data.tiles import TileCache
-from .env import git_commit, pick_device, seed_everything
-from .evaluate import baseline_rows, evaluate_samples, per_domain
-from .model import build_model
-from .results import BASELINES, append_records, read_records
-from .stain import load_normaliser, normaliser_for
-from .strategies import STRATEGIES, get_strategy, other_task
-
-RUN_FILE, RECORDS_FILE = "run.json", "records.jsonl"
-FINGERPRINT = "data_fingerprint"  # the key of run.json that identifies the data
+from .env import pick_device, seed_everything
+from .evaluate import baseline_rows
+from .results import append_records, read_records
+from .runs import (
+    MODEL_FILE,
+    RECORDS_FILE,
+    TrainedFold,
+    check_same_run,
+    fold_normaliser,
+    load_run,
+    make_record,
+    prepare_run_dir,
+    read_run_records,
+    run_identity,
+    trained_folds,
+)
+from .strategies import BASELINES, STRATEGIES, Stage, Strategy, get_strategy, other_task
 
 
 def task_samples(samples: Sequence[Sample], task: str, split: str) -> list[Sample]:
     return [s for s in samples if s.task == task and s.split == split]
 
 
-def _record(
+@dataclass(frozen=True)
+class Unit:
+    """One trained model of a run: fold ``fold`` trains on ``train`` and is scored on
+    ``scored`` (validation images under cv, the held-out domain's images under lodo)."""
+
+    fold: int
+    train: tuple[Sample, ...]
+    scored: tuple[Sample, ...]
+    held_out: str | None = None
+
+    @property
+    def split(self) -> str:
+        return "cv" if self.held_out is None else "test"
+
+
+def protocol_units(
+    train: Sequence[Sample],
     config: RunConfig,
-    task: str,
-    strategy: str,
-    fold: int,
-    split: str,
-    rows: list[dict],
-    data: Path,
-    history=None,
-) -> dict:
-    return {
-        "task": task,
-        "strategy": strategy,
-        "fold": fold,
-        "split": split,
-        "profile": config.profile,
-        "seed": config.seed,
-        "commit": git_commit(),
-        "data": str(data),
-        "config": config.to_dict(),
-        "history": history or [],
-        "domains": per_domain(rows),
-        "images": rows,
-    }
-
-
-def run_identity(task: str, strategy: str, config: RunConfig, data: Path) -> dict:
-    """What makes a run folder this run, as ``run.json`` records it: task, strategy,
-    configuration and the data's fingerprint; the data's path is there for information only."""
-    return {
-        "task": task,
-        "strategy": strategy,
-        "config": config.to_dict(),
-        "data": str(Path(data).resolve()),
-        FINGERPRINT: dataclasses.asdict(fingerprint(data)),
-    }
-
-
-def check_same_run(run_dir: Path, identity: dict) -> None:
-    """Refuse to continue or read back the run in ``run_dir`` for another :func:`run_identity`:
-    its models and scores would be taken for this one's. The error names what differs.
-
-    The data are compared by fingerprint, not by path, so that a run folder and its data can be
-    moved or copied together. A ``run.json`` of an older version records the path alone: it is
-    accepted at that path, as that version accepted it, and refused elsewhere, where nothing
-    tells whether the data are the same (retraining is safer than mixing runs).
-    """
-    previous = json.loads((run_dir / RUN_FILE).read_text())
-    differences = [key for key in ("task", "strategy") if previous.get(key) != identity[key]]
-    old_config, new_config = previous.get("config") or {}, identity["config"]
-    differences += [
-        f"config.{key}"
-        for key in sorted(old_config.keys() | new_config.keys())
-        if old_config.get(key) != new_config.get(key)
+    protocol: str,
+    held_out: Sequence[str] | None = None,
+) -> list[Unit]:
+    """The units of ``protocol`` over a task's training images (cv: ``config.run_folds`` of
+    the ``config.folds`` folds, drawn with ``config.seed``; lodo: one per domain, or per domain
+    of ``held_out``; a unit's number is its domain's place among all, whichever are run)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "cv":
+        folds = kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
+        return [
+            Unit(k, tuple(train[i] for i in fit), tuple(train[i] for i in val))
+            for k, (fit, val) in enumerate(folds)
+        ]
+    try:
+        splits = leave_one_domain_out(train)
+    except ValueError as err:
+        raise DataError(f"leave-one-domain-out: {err}") from err
+    unknown = sorted(set(held_out or ()) - set(splits))
+    if unknown:
+        raise DataError(f"cannot hold out {unknown}: the training domains are {list(splits)}")
+    return [
+        Unit(k, tuple(train[i] for i in fit), tuple(train[i] for i in val), domain)
+        for k, (domain, (fit, val)) in enumerate(splits.items())
+        if held_out is None or domain in held_out
     ]
-    data = _data_difference(previous, identity)
-    if data:
-        differences.append("data")
-    if differences:
-        raise FileExistsError(
-            f"{run_dir} holds a run made with another configuration or data "
-            f"({', '.join(differences)} differ from these settings); it cannot be resumed or "
-            f"reused with them: choose another output folder{data}"
-        )
 
 
-def _data_difference(previous: dict, identity: dict) -> str:
-    """Nothing when the run in ``previous`` (its ``run.json``) was made on the data of
-    ``identity``; else one line for each side, saying what it holds."""
-    here = f"\n  data here: {Fingerprint(**identity[FINGERPRINT])} ({identity['data']})"
-    if FINGERPRINT not in previous:
-        if previous.get("data") == identity["data"]:
-            return ""
-        return (
-            f"{here}\n  data in {RUN_FILE}: {previous.get('data')}, recorded by an older version"
-            " of cosas_tutorial as a path alone, so the data cannot be checked at another path"
-        )
-    if previous[FINGERPRINT] == identity[FINGERPRINT]:
-        return ""
-    then = Fingerprint(**previous[FINGERPRINT])
-    return f"{here}\n  data in {RUN_FILE}: {then} ({previous.get('data')})"
-
-
-def _prepare_run_dir(run_dir: Path, identity: dict, resume: bool) -> None:
-    """Create the run folder; refuse to mix a different run into an existing one."""
-    if (run_dir / RUN_FILE).exists():
-        if not resume:
-            raise FileExistsError(
-                f"{run_dir} already holds a run; use --resume to continue it "
-                "or choose another --out"
-            )
-        check_same_run(run_dir, identity)
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} is not empty and holds no run; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    manifest = {**identity, "commit": git_commit(), "created": created}
-    (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
-
-
-def train_run(
-    data: Path,
-    task: str,
-    strategy: str,
-    config: RunConfig,
-    run_dir: Path,
-    device: torch.device | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> list[dict]:
-    """Train ``strategy`` for ``task`` on ``config.run_folds`` folds; return CV records."""
-    data, run_dir = Path(data), Path(run_dir)
-    device = device or pick_device()
-    chosen = get_strategy(strategy)
+def run_images(
+    data: Path, task: str, config: RunConfig, fold: int = 0, protocol: str = "cv"
+) -> dict[str, list[Sample]]:
+    """The images the records of unit ``fold`` score, by split: under cv ``"cv"`` (its
+    validation images) and ``"test"`` (the COSAS24-TestSet domains); under lodo ``"test"``
+    (the held-out domain's images, then the TestSet's)."""
     samples = discover(data)
-    train = task_samples(samples, task, "train")
-    if not train:
-        raise DataError(f"{data}: no training images for {task}")
-    other = task_samples(samples, other_task(task), "train") if chosen.uses_other_task else []
-    if chosen.uses_other_task and not other:
-        raise DataError(
-            f"{data}: strategy {strategy!r} needs {other_task(task)} as well, "
-            "but the tree holds no training images for it"
-        )
-    _prepare_run_dir(run_dir, run_identity(task, strategy, config, data), resume)
-
-    records = []
-    folds = kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
-    for fold, (train_idx, val_idx) in enumerate(folds):
-        fold_dir = run_dir / f"fold{fold}"
-        seed_everything(config.seed + fold)
-        model = build_model(config.encoder, config.encoder_weights)
-        history = []
-        fold_train = [train[i] for i in train_idx]
-        normaliser = fold_normaliser(config, fold_train, fold_dir)
-        for stage in chosen.stages(fold_train, other):
-            tiles = TileCache(stage.samples, config.tile_scale, transform=normaliser, device=device)
-            history += fit_stage(
-                model, tiles, config, device, fold_dir, stage.name, resume, progress
-            )
-            del tiles  # free this stage's cache before the next stage fills its own
-        torch.save(model.state_dict(), fold_dir / "model.pt")
-        val = [train[i] for i in val_idx]
-        rows = score_samples(model, val, config, normaliser, device)
-        records.append(_record(config, task, strategy, fold, "cv", rows, data, history))
-    append_records(run_dir / RECORDS_FILE, records)
-    return records
+    units = protocol_units(task_samples(samples, task, "train"), config, protocol)
+    if not 0 <= fold < len(units):
+        raise ValueError(f"fold must lie in 0..{len(units) - 1}, got {fold}")
+    unit, test = units[fold], task_samples(samples, task, "test")
+    if unit.split == "cv":
+        return {"cv": list(unit.scored), "test": test}
+    return {"test": list(unit.scored) + test}
 
 
-def fold_normaliser(config: RunConfig, fold_train: Sequence[Sample], fold_dir: Path):
-    """The fold's stain normaliser (``config.stain_norm``), saved in ``fold_dir`` so that
-    :func:`evaluate_run` applies the same one; ``None`` without stain normalisation.
+def plan_stages(stages: Sequence[Stage], config: RunConfig) -> list[tuple[Stage, RunConfig]]:
+    """Each stage with the configuration it trains with, by the budget rule ``config.budget``.
 
-    The reference tile is chosen among this task's training tiles of the fold (the same for
-    every strategy), see :func:`cosas_tutorial.stain.normaliser_for`.
+    ``equal-steps``: the stages share ``epochs × steps_per_epoch`` steps, whatever the
+    strategy, so that strategies are compared at the same cost; the stages before the last
+    share ``pretrain_share`` of every epoch's steps, the last stage the rest. ``paper``: every
+    stage runs ``epochs`` epochs of one crop per tile of its own (union, with twice the tiles,
+    takes twice the steps; cross-task the steps of both tasks).
     """
-    if config.stain_norm == "none":
-        return None
-    saved = load_normaliser(fold_dir)  # a resumed run keeps its reference
-    if saved is not None:
-        return saved
-    normaliser = normaliser_for(config, fold_train)
-    if normaliser is not None:
-        normaliser.save(fold_dir)
-    return normaliser
+    if config.budget == "paper":
+        return [
+            (
+                stage,
+                config.replace(steps_per_epoch=math.ceil(len(stage.samples) / config.batch_size)),
+            )
+            for stage in stages
+        ]
+    if len(stages) == 1:
+        return [(stages[0], config)]
+    before = max(1, round(config.pretrain_share * config.steps_per_epoch))
+    last = config.steps_per_epoch - before
+    if last < 1:
+        raise ValueError(
+            f"steps_per_epoch {config.steps_per_epoch} leaves no step for the last stage "
+            f"at pretrain_share {config.pretrain_share}"
+        )
+    early = len(stages) - 1
+    shares = [before // early + (i < before % early) for i in range(early)] + [last]
+    return [(stage, config.replace(steps_per_epoch=n)) for stage, n in zip(stages, shares)]
 
 
-def fit_stage(model, tiles, config, device, fold_dir, stage, resume, progress):
+def run_name(task: str, strategy: str, protocol: str = "cv", seed: int = 0) -> str:
+    """The folder of a run inside an experiment's output folder."""
+    return f"{task}-{strategy}-{protocol}-seed{seed}"
+
+
+def fit_stage(model, tiles, config, device, fold_dir, stage, resume, progress, loss):
     from .train import fit  # imported here to keep `cosas data …` start-up light
 
     return fit(
@@ -219,141 +163,250 @@ def fit_stage(model, tiles, config, device, fold_dir, stage, resume, progress):
         stage=stage,
         resume=resume,
         progress=progress,
+        loss=loss,
     )
 
 
-def load_run(run_dir: Path) -> tuple[dict, RunConfig]:
-    run_file = Path(run_dir) / RUN_FILE
-    if not run_file.exists():
-        raise FileNotFoundError(
-            f"{run_dir}: no {RUN_FILE}; is this a run folder made by `cosas train`?"
+def _training_images(data: Path, task: str, strategy: Strategy):
+    """This task's training images and, if the strategy uses it, the other task's."""
+    samples = discover(data)
+    train = task_samples(samples, task, "train")
+    if not train:
+        raise DataError(f"{data}: no training images for {task}")
+    if not strategy.uses_other_task:
+        return train, []
+    other = task_samples(samples, other_task(task), "train")
+    if not other:
+        raise DataError(
+            f"{data}: strategy {strategy.name!r} needs {other_task(task)} as well, but the tree "
+            "holds no training images for it (a one-task tree, such as the open-tissue tier, "
+            "can only train 'standard')"
         )
-    manifest = json.loads(run_file.read_text())
-    return manifest, RunConfig(**manifest["config"])
+    return train, other
 
 
-def score_samples(model, samples, config: RunConfig, normaliser, device) -> list[dict]:
-    """Per-image scores of ``model`` on ``samples`` with the run's prediction settings (crop,
-    tile scale, threshold, TTA) and the fold's stain normaliser (or ``None``)."""
-    return evaluate_samples(
-        model,
-        samples,
-        config.crop_size,
-        config.tile_scale,
-        config.threshold,
-        config.tta,
-        transform=normaliser,
-        device=device,
-    )
+def train_run(
+    data: Path,
+    task: str,
+    strategy: str,
+    config: RunConfig,
+    run_dir: Path,
+    device: torch.device | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    protocol: str = "cv",
+    held_out: Sequence[str] | None = None,
+) -> list[dict]:
+    """Train ``strategy`` for ``task`` on every unit of ``protocol`` (under lodo, those holding
+    out a domain of ``held_out``, all by default); score each unit on its own images
+    (validation, or the held-out domain); return those records."""
+    data, run_dir = Path(data), Path(run_dir)
+    device = device or pick_device()
+    chosen = get_strategy(strategy)
+    train, other = _training_images(data, task, chosen)
+    units = protocol_units(train, config, protocol, held_out)
+    prepare_run_dir(run_dir, run_identity(task, strategy, config, data, protocol), resume)
 
+    records = []
+    for unit in units:
+        fold_dir = run_dir / f"fold{unit.fold}"
+        seed_everything(config.seed + unit.fold)
+        from .model import build_model
 
-def trained_folds(run_dir: Path, config: RunConfig, device: torch.device):
-    """Yield ``(fold, model, normaliser)`` for every ``fold*/model.pt`` of a run, the model on
-    ``device`` and the fold's saved stain normaliser (``None`` without stain normalisation)."""
-    for model_file in sorted(Path(run_dir).glob("fold*/model.pt")):
-        model = build_model(config.encoder, None)
-        model.load_state_dict(torch.load(model_file, map_location="cpu"))
-        model.to(device)
-        normaliser = load_normaliser(model_file.parent)
-        if config.stain_norm != "none" and normaliser is None:
-            warnings.warn(
-                f"{model_file.parent}: run trained with stain_norm={config.stain_norm!r} but "
-                "no stain normaliser saved (no tile with tissue?); evaluating without it",
-                stacklevel=3,
-            )
-        yield int(model_file.parent.name.removeprefix("fold")), model, normaliser
+        model = build_model(config.encoder, config.encoder_weights)
+        normaliser = fold_normaliser(config, unit.train, fold_dir)
+        history, steps = [], 0
+        for stage, stage_config in plan_stages(chosen.stages(unit.train, other), config):
+            tiles = TileCache(stage.samples, config.tile_scale, transform=normaliser, device=device)
+            history += fit_stage(
+                model, tiles, stage_config, device, fold_dir, stage.name, resume, progress,
+                chosen.loss,
+            )  # fmt: skip
+            steps += stage_config.steps_per_stage
+            del tiles  # free this stage's cache before the next stage fills its own
+        torch.save(model.state_dict(), fold_dir / MODEL_FILE)
+        rows = TrainedFold(model, config, normaliser, unit.fold).score(unit.scored)
+        labels = {"protocol": protocol, "held_out": unit.held_out, "steps": steps}
+        records.append(
+            make_record(config, task, strategy, unit.fold, unit.split, rows, data, history,
+                        **labels)
+        )  # fmt: skip
+    append_records(run_dir / RECORDS_FILE, records)
+    return records
 
 
 def evaluate_run(
-    run_dir: Path, data: Path, tta: bool | None = None, device: torch.device | None = None
+    run_dir: Path,
+    data: Path,
+    tta: bool | None = None,
+    device: torch.device | None = None,
+    held_out_domains: bool = False,
 ) -> list[dict]:
-    """Score every trained fold of a run on the held-out (test) domains of its task."""
+    """Score every trained fold of a run on the unseen images of its task: the held-out
+    (COSAS24-TestSet) domains and, with ``held_out_domains``, a lodo fold's own held-out
+    domain (which training scored already, with the run's TTA setting)."""
     run_dir, data = Path(run_dir), Path(data)
     device = device or pick_device()
     manifest, config = load_run(run_dir)
-    if tta is not None:
-        config = config.replace(tta=tta)
-    test = task_samples(discover(data), manifest["task"], "test")
-    if not test:
-        raise DataError(f"{data}: no held-out (COSAS24-TestSet) images for {manifest['task']}")
+    task, protocol = manifest["task"], manifest.get("protocol", "cv")
+    samples = discover(data)
+    test = task_samples(samples, task, "test")
+    units = {u.fold: u for u in protocol_units(task_samples(samples, task, "train"), config,
+                                                protocol)}  # fmt: skip
+    own_records = run_dir / RECORDS_FILE
+    steps = {r["fold"]: r.get("steps") for r in read_records(own_records)} if (
+        own_records.exists()) else {}  # fmt: skip
     records = []
-    for fold, model, normaliser in trained_folds(run_dir, config, device):
-        rows = score_samples(model, test, config, normaliser, device)
+    for fold in trained_folds(run_dir, device):
+        if tta is not None:
+            fold = TrainedFold(fold.model, fold.config.replace(tta=tta), fold.normaliser, fold.fold)
+        unit = units[fold.fold]
+        unseen = list(unit.scored) if held_out_domains and unit.held_out else []
+        if not test + unseen:
+            continue
+        labels = {"protocol": protocol, "held_out": unit.held_out, "steps": steps.get(fold.fold)}
         records.append(
-            _record(config, manifest["task"], manifest["strategy"], fold, "test", rows, data)
-        )
+            make_record(fold.config, task, manifest["strategy"], fold.fold, "test",
+                        fold.score(test + unseen), data, **labels)
+        )  # fmt: skip
     if not records:
-        raise FileNotFoundError(f"{run_dir}: no trained fold (fold*/model.pt) to evaluate")
-    (run_dir / "evaluation.json").write_text(
-        json.dumps(
-            [{k: r[k] for k in ("task", "strategy", "fold", "split", "domains")} for r in records],
-            indent=2,
-        )
-    )
+        raise DataError(f"{run_dir}: no trained fold with unseen images to score in {data}")
     return records
 
 
-def baseline_records(data: Path, task: str, config: RunConfig) -> list[dict]:
-    """Trivial predictors on the same CV validation images and held-out images as the models."""
+def baseline_records(
+    data: Path,
+    task: str,
+    config: RunConfig,
+    protocol: str = "cv",
+    held_out: Sequence[str] | None = None,
+) -> list[dict]:
+    """Trivial predictors on the same images as the models of ``protocol`` (under lodo, the
+    units of ``held_out`` only): every unit's own images, then the held-out (COSAS24-TestSet)
+    domains."""
     samples = discover(data)
-    train = task_samples(samples, task, "train")
-    val = [
-        train[i]
-        for _, val_idx in kfold_by_domain(train, config.folds, config.seed)[: config.run_folds]
-        for i in val_idx
-    ]
+    units = protocol_units(task_samples(samples, task, "train"), config, protocol, held_out)
     test = task_samples(samples, task, "test")
     records = []
     for kind in BASELINES:
-        for split, chosen in (("cv", val), ("test", test)):
-            if chosen:
-                records.append(
-                    _record(config, task, kind, -1, split, baseline_rows(chosen, kind), data)
-                )
+        for unit in units:
+            labels = {"protocol": protocol, "held_out": unit.held_out, "steps": 0}
+            rows = baseline_rows(unit.scored, kind)
+            records.append(make_record(config, task, kind, unit.fold, unit.split, rows, data,
+                                       **labels))  # fmt: skip
+        if test:
+            rows = baseline_rows(test, kind)
+            labels = {"protocol": protocol, "held_out": None, "steps": 0}
+            records.append(make_record(config, task, kind, -1, "test", rows, data, **labels))
     return records
+
+
+def _domains(record: dict) -> set[str]:
+    return {image["domain"] for image in record["images"]}
+
+
+def _run_one(
+    data, task, name, config, run_dir, device, resume, progress, protocol, held_out, has_test
+):
+    """The records of one run: read back when finished (and the same run), else trained; then
+    scored on the held-out domains if the tree has them and the run was not."""
+    if (run_dir / RECORDS_FILE).exists() and resume:  # trained: read it back
+        check_same_run(run_dir, run_identity(task, name, config, data, protocol))
+        run_records = read_records(run_dir / RECORDS_FILE)
+    else:
+        run_records = train_run(
+            data, task, name, config, run_dir, device, resume, progress, protocol, held_out
+        )
+    # Evaluated unless the data has no held-out images (or a run stopped in between).
+    scored_test = {d for r in run_records if r["split"] == "test" for d in _domains(r)}
+    if has_test and not scored_test & has_test:
+        test_records = evaluate_run(run_dir, data, device=device)
+        append_records(run_dir / RECORDS_FILE, test_records)
+        run_records += test_records
+    return run_records
 
 
 def run_experiment(
     data: Path,
     config: RunConfig,
     out: Path,
-    strategies=None,
-    tasks=None,
+    strategies: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
     device: torch.device | None = None,
     resume: bool = False,
     progress: bool = True,
+    protocol: str = "cv",
+    seeds: int = 1,
+    held_out: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Every strategy × task (those the data allows): train, evaluate, collect records.
+    """Every strategy × task (those the data allows) × seed: train, evaluate, collect records,
+    with the trivial baselines on the same images.
 
-    Writes ``out/results.jsonl`` and returns its records.
+    ``seeds`` runs each strategy with seeds ``config.seed`` … ``config.seed + seeds - 1``
+    (under cv each seed also draws its own folds, the same for every strategy); ``held_out``
+    holds out only these domains under lodo. Writes ``out/results.jsonl`` and returns its
+    records.
     """
     data, out = Path(data), Path(out)
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
     samples = discover(data)
     present = {s.task for s in samples if s.split == "train"}
     tasks = [t for t in (tasks or TASKS) if t in present]
+    if not tasks:
+        raise DataError(f"{data}: no training images for {', '.join(tasks or TASKS)}")
     results = out / "results.jsonl"
     if results.exists() and not resume:
         raise FileExistsError(f"{results} exists; use --resume or another --out")
     records = []
     for task in tasks:
-        has_test = any(s.task == task and s.split == "test" for s in samples)
+        has_test = {s.domain for s in samples if s.task == task and s.split == "test"}
         for name in strategies or STRATEGIES:
             if get_strategy(name).uses_other_task and other_task(task) not in present:
                 print(f"skipping {name} on {task}: the data holds no {other_task(task)}")
                 continue
-            run_dir = out / f"{task}-{name}"
-            if (run_dir / RECORDS_FILE).exists() and resume:  # trained: read it back
-                check_same_run(run_dir, run_identity(task, name, config, data))
-                run_records = read_records(run_dir / RECORDS_FILE)
-            else:
-                run_records = train_run(data, task, name, config, run_dir, device, resume, progress)
-            # Evaluated unless the data has no held-out images (or a run stopped in between).
-            if has_test and not any(r["split"] == "test" for r in run_records):
-                test_records = evaluate_run(run_dir, data, device=device)
-                append_records(run_dir / RECORDS_FILE, test_records)
-                run_records += test_records
-            records += run_records
-        records += baseline_records(data, task, config)
+            for seed in range(config.seed, config.seed + seeds):
+                seeded = config.replace(seed=seed)
+                run_dir = out / run_name(task, name, protocol, seed)
+                records += _run_one(
+                    data, task, name, seeded, run_dir, device, resume, progress, protocol,
+                    held_out, has_test,
+                )  # fmt: skip
+        for seed in range(config.seed, config.seed + seeds):
+            seeded = config.replace(seed=seed)
+            records += baseline_records(data, task, seeded, protocol, held_out)
     results.unlink(missing_ok=True)
     append_records(results, records)
     return records
+
+
+def ensure_runs(
+    data: Path,
+    config: RunConfig,
+    out: Path,
+    task: str,
+    strategies: Sequence[str],
+    device=None,
+    progress: bool = False,
+    protocol: str = "cv",
+) -> list[dict]:
+    """The run records of ``strategies`` on ``task`` in ``out``, then the trivial baselines on
+    the same images.
+
+    Finished runs (made on ``data`` with ``config``) are read back; if any is missing,
+    :func:`run_experiment` trains it (``resume=True``: the finished ones are not trained again;
+    note that it rewrites ``out/results.jsonl`` with the records of this call). Chapters share
+    runs this way.
+    """
+    names = {s: run_name(task, s, protocol, config.seed) for s in strategies}
+    found = read_run_records(out, names, task, data, config, protocol)
+    missing = [s for s in strategies if s not in found]
+    print(f"{out}: {task} runs reused: {sorted(found) or 'none'}; to train: {missing or 'none'}")
+    if missing:
+        run_experiment(
+            data, config, out, strategies=strategies, tasks=[task], device=device, resume=True,
+            progress=progress, protocol=protocol,
+        )  # fmt: skip
+        found = read_run_records(out, names, task, data, config, protocol)
+    records = [r for s in strategies for r in found[s]]
+    return records + baseline_records(data, task, config, protocol)

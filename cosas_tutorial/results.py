@@ -1,7 +1,8 @@
 """Run records as JSON lines, and the score tables built from them.
 
 One record per (task, strategy, fold, split) evaluation, DomainBed-style: the configuration, seed
-and commit that produced it, the training history, per-domain summaries and per-image rows.
+and commit that produced it, the training history and per-image rows. :func:`image_table` turns
+records into one tidy table; every score table here is a group-by on it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-BASELINES = ("all-tumour", "all-background")
+from .config import STAIN_HANDLING
+from .strategies import BASELINES, display_order
 
 
 def append_records(path: Path, records: Iterable[dict]) -> None:
@@ -47,8 +49,8 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to a run record")
 
 
-def fmt(mean: float, std: float) -> str:
-    return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+def fmt(mean: float, std: float, digits: int = 3) -> str:
+    return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def mean_interval(
@@ -77,68 +79,146 @@ def mean_interval(
     return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+# The columns of :func:`image_table`: what identifies a score, then the score.
+LABELS = ("task", "strategy", "protocol", "fold", "seed", "split", "held_out", "stain", "tta")
+IMAGE_COLUMNS = (*LABELS, "domain", "id", "tumour_fraction", "dice", "iou", "score")
+CV_COLUMN, ALL_COLUMN = "in-domain (CV)", "unseen (all)"
+
+
+def _stain(record: dict) -> str:
+    """How a record's model handled stain: the ablation's label, else its configuration's."""
+    if "stain" in record:
+        return record["stain"]
+    config = record.get("config") or {}
+    if record["strategy"] in BASELINES:
+        return "–"
+    if config.get("stain_norm", "none") != "none":
+        return config["stain_norm"]
+    return config.get("stain_aug", "none")
+
+
+def image_table(records: Sequence[dict]) -> pd.DataFrame:
+    """Every image of every record as one tidy table, one row per image and evaluation:
+    the record's labels (task, strategy, protocol, fold, seed, split, held-out domain, stain
+    handling, TTA), the image (domain, id, tumour fraction) and its dice, iou and score.
+
+    Every table and figure of scores is a group-by on this table, so that they all pool, order
+    and count images the same way.
+    """
+    rows = []
+    for record in records:
+        config = record.get("config") or {}
+        labels = (
+            record["task"],
+            record["strategy"],
+            record.get("protocol", "cv"),
+            record["fold"],
+            record.get("seed", config.get("seed", 0)),
+            record["split"],
+            record.get("held_out"),
+            _stain(record),
+            bool(record.get("tta", config.get("tta", False))),
+        )
+        for image in record["images"]:
+            rows.append(
+                (
+                    *labels,
+                    image["domain"],
+                    image["id"],
+                    image.get("tumour_fraction", np.nan),
+                    image["dice"],
+                    image["iou"],
+                    image["score"],
+                )
+            )
+    return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
+
+
+# Display order of the labels that are not alphabetical: strategies as registered, then the
+# baselines; stain handling as the configuration lists it; TTA off before on.
+SORT_KEYS = {
+    "strategy": display_order,
+    "stain": lambda s: (list(STAIN_HANDLING) + ["–"]).index(s) if s in STAIN_HANDLING else 99,
+    "TTA": {"off": 0, "on": 1, "–": 2}.get,
+}
+
+
+def ordered(frame: pd.DataFrame, *keys: str) -> pd.DataFrame:
+    """``frame`` sorted by ``keys`` in display order (:data:`SORT_KEYS`, else as they sort)."""
+    sort = {key: frame[key].map(SORT_KEYS[key]) if key in SORT_KEYS else frame[key] for key in keys}
+    order = pd.DataFrame(sort).sort_values(list(keys), kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
+
+
+def score_columns(frame: pd.DataFrame) -> pd.Series:
+    """The table column of each image row: "in-domain (CV)" for validation images, the
+    domain's name for unseen ones."""
+    return frame["domain"].where(frame["split"] != "cv", CV_COLUMN)
+
+
+def score_cells(frame: pd.DataFrame, rows: Sequence[str], metric: str) -> pd.DataFrame:
+    """Long table of mean, std and n of ``metric`` per ``rows`` × column: in-domain (CV),
+    each unseen domain and all unseen images together ("unseen (all)")."""
+    frame = frame.assign(column=score_columns(frame))
+    unseen = frame[frame["split"] != "cv"].assign(column=ALL_COLUMN)
+    cells = (
+        pd.concat([frame, unseen])
+        .groupby([*rows, "column"], sort=False)[metric]
+        .agg(mean="mean", std=lambda v: v.std(ddof=0), n="size")
+        .reset_index()
+    )
+    return cells
+
+
+def cell_table(frame: pd.DataFrame, rows: Sequence[str], metric: str) -> pd.DataFrame:
+    """Rows × columns (in-domain CV, each unseen domain, all unseen), cells "mean ± std"."""
+    cells = score_cells(frame, rows, metric)
+    present = set(cells["column"])
+    columns = [CV_COLUMN] * (CV_COLUMN in present)
+    columns += sorted(present - {CV_COLUMN, ALL_COLUMN}) + [ALL_COLUMN] * (ALL_COLUMN in present)
+    cells["cell"] = [fmt(m, s) for m, s in zip(cells["mean"], cells["std"])]
+    table = cells.pivot(index=list(rows), columns="column", values="cell").reset_index()
+    table = ordered(table, *rows).reindex(columns=[*rows, *columns]).fillna("–")
+    table.columns.name = None
+    return table
+
+
+def describe_runs(records: Sequence[dict]) -> str:
+    """What made ``records``, for the titles of tables and figures: protocol, budget rule,
+    seeds and profile."""
+
+    def values(get) -> str:
+        return ", ".join(sorted({str(get(r)) for r in records}))
+
+    return (
+        f"protocol {values(lambda r: r.get('protocol', 'cv'))} · "
+        f"budget {values(lambda r: (r.get('config') or {}).get('budget', 'equal-steps'))} · "
+        f"seeds {values(lambda r: r.get('seed', (r.get('config') or {}).get('seed', 0)))} · "
+        f"profile {values(lambda r: r.get('profile', (r.get('config') or {}).get('profile')))}"
+    )
+
+
 def score_table(
     records: Sequence[dict], task: str | None = None, metric: str = "score"
 ) -> pd.DataFrame:
     """Rows: task × strategy (baselines included); columns: in-domain CV, then each unseen
     domain and all unseen images; cells: mean ± std over images of ``metric``.
 
-    Folds are pooled: the per-image rows of every fold are summarised together. With ``task``,
-    only that task's records (and so only its domains as columns).
+    Folds and seeds are pooled: the per-image rows of every fold and seed are summarised
+    together. With ``task``, only that task's records (and so only its domains as columns).
     """
-    pooled: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for record in records:
-        if task is not None and record["task"] != task:
-            continue
-        key = (record["task"], record["strategy"])
-        column_of = (
-            (lambda row: "in-domain (CV)")
-            if record["split"] == "cv"
-            else (lambda row: row["domain"])
-        )
-        cells = pooled.setdefault(key, {})
-        for row in record["images"]:
-            cells.setdefault(column_of(row), []).append(row[metric])
-            if record["split"] == "test":
-                cells.setdefault("unseen (all)", []).append(row[metric])
-    columns = (
-        ["in-domain (CV)"]
-        + sorted(
-            {c for cells in pooled.values() for c in cells} - {"in-domain (CV)", "unseen (all)"}
-        )
-        + ["unseen (all)"]
-    )
-    order = {name: i for i, name in enumerate(("standard", "union", "cross-task", *BASELINES))}
-    rows = []
-    for (task, strategy), cells in sorted(
-        pooled.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
-    ):
-        row = {"task": task, "strategy": strategy}
-        for column in columns:
-            values = pd.Series(cells.get(column, []), dtype=float)
-            row[column] = fmt(values.mean(), values.std(ddof=0)) if len(values) else "–"
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["task", "strategy", *columns])
+    frame = image_table(records)
+    if task is not None:
+        frame = frame[frame["task"] == task]
+    return cell_table(frame, ["task", "strategy"], metric)
 
 
 def mean_scores(records: Sequence[dict], split: str, metric: str = "score") -> pd.DataFrame:
     """Long table: task, strategy, domain, mean, std, n — for plots."""
-    rows = []
-    for record in records:
-        if record["split"] != split:
-            continue
-        for row in record["images"]:
-            rows.append(
-                {
-                    "task": record["task"],
-                    "strategy": record["strategy"],
-                    "domain": row["domain"],
-                    "value": row[metric],
-                }
-            )
-    frame = pd.DataFrame(rows, columns=["task", "strategy", "domain", "value"])
+    frame = image_table(records)
+    frame = frame[frame["split"] == split]
     return (
-        frame.groupby(["task", "strategy", "domain"])["value"]
+        frame.groupby(["task", "strategy", "domain"])[metric]
         .agg(mean="mean", std=lambda v: v.std(ddof=0), n="size")
         .reset_index()
     )
@@ -154,21 +234,6 @@ PAPER_DICE = {
 CHALLENGE_WINNER = {"task1": 0.802, "task2": 0.853}
 
 
-def _strategy_order(strategy: str) -> tuple[int, str]:
-    """Book order: the three strategies, then the trivial baselines, then anything else."""
-    known = ("standard", "union", "cross-task", *BASELINES)
-    return (known.index(strategy) if strategy in known else len(known), strategy)
-
-
-def _pooled(records: Sequence[dict], metric: str) -> dict[tuple[str, str, str], list[float]]:
-    """{(task, strategy, split): per-image values of every fold}."""
-    pooled: dict[tuple[str, str, str], list[float]] = {}
-    for record in records:
-        key = (record["task"], record["strategy"], record["split"])
-        pooled.setdefault(key, []).extend(row[metric] for row in record["images"])
-    return pooled
-
-
 def overall_scores(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
     """One row per task × strategy × split ("cv" or "test"): mean, std and n over images, and
     ``margin``, the mean minus the better of the two trivial baselines on the same images.
@@ -176,80 +241,76 @@ def overall_scores(records: Sequence[dict], metric: str = "score") -> pd.DataFra
     The margin is what a number means: a model that scores 0.6 where "all tumour" scores 0.55
     has learnt little.
     """
-    pooled = _pooled(records, metric)
-    rows = [
-        {
-            "task": task,
-            "strategy": strategy,
-            "split": split,
-            "mean": float(pd.Series(values, dtype=float).mean()),
-            "std": float(pd.Series(values, dtype=float).std(ddof=0)),
-            "n": len(values),
-        }
-        for (task, strategy, split), values in pooled.items()
-    ]
-    frame = pd.DataFrame(rows, columns=["task", "strategy", "split", "mean", "std", "n"])
+    frame = (
+        image_table(records)
+        .groupby(["task", "strategy", "split"], sort=False)[metric]
+        .agg(mean="mean", std=lambda v: v.std(ddof=0), n="size")
+        .reset_index()
+    )
     trivial = (
         frame[frame["strategy"].isin(BASELINES)].groupby(["task", "split"])["mean"].max()
     ).rename("best_trivial")
     frame = frame.join(trivial, on=["task", "split"])
     frame["margin"] = frame["mean"] - frame["best_trivial"]
-    frame["_order"] = frame["strategy"].map(_strategy_order)
-    frame = frame.sort_values(["task", "split", "_order", "strategy"]).drop(columns="_order")
-    return frame.reset_index(drop=True)
+    return ordered(frame, "task", "split", "strategy")
 
 
-def image_means(
-    records: Sequence[dict], metric: str = "score"
-) -> dict[tuple[str, str, str, str, str], float]:
-    """{(task, strategy, split, domain, id): ``metric`` averaged over the folds that scored the
-    image}.
+IMAGE_KEY = ["task", "strategy", "protocol", "split", "domain", "id"]
+
+
+def image_means(records: Sequence[dict], metric: str = "score") -> pd.DataFrame:
+    """``metric`` of each image (task, strategy, protocol, split, domain, id) and seed,
+    averaged over the folds (or held-out domains) that scored it; column ``value``.
 
     A held-out image is scored once by every fold's model, a validation image by one fold only;
-    averaging makes each image count once, as intervals and paired comparisons need.
+    averaging makes each image count once per seed, as intervals and paired comparisons need.
     """
-    values: dict[tuple[str, str, str, str, str], list[float]] = {}
-    for record in records:
-        for row in record["images"]:
-            key = (record["task"], record["strategy"], record["split"], row["domain"], row["id"])
-            values.setdefault(key, []).append(row[metric])
-    return {key: sum(v) / len(v) for key, v in values.items()}
+    frame = image_table(records)
+    means = frame.groupby([*IMAGE_KEY, "seed"], sort=False)[metric].mean()
+    return means.rename("value").reset_index()
 
 
 def paired_differences(
     records: Sequence[dict], strategy: str, reference: str, metric: str = "score"
 ) -> pd.DataFrame:
-    """Per image: ``strategy`` minus ``reference`` on the same image (task, split, domain, id),
-    each score averaged over the folds that scored the image (:func:`image_means`).
+    """Per image and seed: ``strategy`` minus ``reference`` on the same image (task, protocol,
+    split, domain, id), each trained with the same seed, each score averaged over the folds that
+    scored the image (:func:`image_means`).
 
     Both strategies are scored on the same validation and held-out images (same folds, same
-    seed), so the difference of each image is a paired comparison, free of the spread between
-    images that the means carry.
+    seeds), so the difference of each image is a paired comparison, free of the spread between
+    images that the means carry. :func:`paired_summary` takes the images, not the image × seed
+    rows, as the units it resamples.
     """
     means = image_means(records, metric)
-    values: dict[str, dict[tuple, float]] = {strategy: {}, reference: {}}
-    for (task, name, split, domain, image), value in means.items():
-        if name in values:
-            values[name][(task, split, domain, image)] = value
-    common = sorted(values[strategy].keys() & values[reference].keys())
-    frame = pd.DataFrame(
-        [(*key, values[reference][key], values[strategy][key]) for key in common],
-        columns=["task", "split", "domain", "id", reference, strategy],
-    )
+    key = [k for k in IMAGE_KEY if k != "strategy"] + ["seed"]
+    pair = [
+        means[means["strategy"] == name].drop(columns="strategy").set_index(key)["value"]
+        for name in (reference, strategy)
+    ]
+    frame = pd.concat(pair, axis=1, keys=[reference, strategy], join="inner").reset_index()
     frame["difference"] = frame[strategy] - frame[reference]
-    return frame
+    return frame.sort_values(key, kind="stable").reset_index(drop=True)
 
 
 def paired_summary(paired: pd.DataFrame) -> pd.DataFrame:
     """Per task × split of :func:`paired_differences`: the mean difference with its 95 %
-    bootstrap interval (:func:`mean_interval`), and how many images got better, worse, in all.
+    bootstrap interval (:func:`mean_interval`), and how many images got better, worse, in all,
+    over how many seeds.
 
-    An interval that excludes 0 says these images tell the two strategies apart, even where
-    the intervals of the two means overlap (each image's difficulty cancels in its difference).
-    It does not measure training noise: one seed trains each strategy once.
+    The bootstrap resamples images: an image's difference is first averaged over the seeds
+    (an image scored under three seeds is one image, not three). An interval that excludes 0
+    says these images tell the two strategies apart, even where the intervals of the two means
+    overlap (each image's difficulty cancels in its difference). Training noise enters only
+    through the seeds averaged: with one seed, one training run of each strategy decides.
     """
+    by_image = (
+        paired.groupby(["task", "split", "domain", "id"], sort=False)
+        .agg(difference=("difference", "mean"), seeds=("seed", "nunique"))
+        .reset_index()
+    )
     rows = []
-    for (task, split), group in paired.groupby(["task", "split"]):
+    for (task, split), group in by_image.groupby(["task", "split"]):
         differences = group["difference"]
         mean, low, high = mean_interval(differences)
         rows.append(
@@ -262,9 +323,10 @@ def paired_summary(paired: pd.DataFrame) -> pd.DataFrame:
                 "better": int((differences > 0).sum()),
                 "worse": int((differences < 0).sum()),
                 "images": len(differences),
+                "seeds": int(group["seeds"].max()),
             }
         )
-    columns = ["task", "split", "mean", "ci_low", "ci_high", "better", "worse", "images"]
+    columns = ["task", "split", "mean", "ci_low", "ci_high", "better", "worse", "images", "seeds"]
     return pd.DataFrame(rows, columns=columns).set_index(["task", "split"])
 
 
@@ -275,52 +337,33 @@ def paper_comparison(records: Sequence[dict]) -> pd.DataFrame:
     ``records``. Columns: per-image Dice in % (mean ± std) in cross-validation and on unseen
     images, and the COSAS score on unseen images. "–" where a number does not exist.
     """
-    dice, score = _pooled(records, "dice"), _pooled(records, "score")
+    frame = image_table(records)
+    cells = frame.groupby(["task", "strategy", "split"], sort=False).agg(
+        dice=("dice", lambda v: fmt(100 * v.mean(), 100 * v.std(ddof=0), digits=1)),
+        score=("score", lambda v: fmt(v.mean(), v.std(ddof=0))),
+    )
 
-    def pct(values) -> str:
-        values = pd.Series(values, dtype=float) * 100
-        return f"{values.mean():.1f} ± {values.std(ddof=0):.1f}" if len(values) else "–"
+    def cell(task, strategy, split, column) -> str:
+        key = (task, strategy, split)
+        return cells.loc[key, column] if key in cells.index else "–"
 
     rows = []
-    for task in sorted({r["task"] for r in records}):
+    for task in sorted(frame["task"].unique()):
         (cv_mean, cv_std), (test_mean, test_std) = PAPER_DICE[task]["cv"], PAPER_DICE[task]["test"]
-        rows.append(
-            {
-                "task": task,
-                "source": "Galdran 2024 (published)",
-                "Dice % CV": f"{cv_mean:.2f} ± {cv_std:.2f}",
-                "Dice % unseen": f"{test_mean:.2f}"
-                + ("" if test_std is None else f" ± {test_std:.2f}"),
-                "score unseen": "–",
-            }
-        )
-        rows.append(
-            {
-                "task": task,
-                "source": "challenge winner, nnU-Net (published)",
-                "Dice % CV": "–",
-                "Dice % unseen": "–",
-                "score unseen": f"{CHALLENGE_WINNER[task]:.3f}",
-            }
-        )
-        strategies = sorted({s for t, s, _ in dice if t == task}, key=_strategy_order)
-        for strategy in strategies:
-            test_scores = score.get((task, strategy, "test"), [])
+        test = f"{test_mean:.2f}" + ("" if test_std is None else f" ± {test_std:.2f}")
+        rows.append((task, "Galdran 2024 (published)", f"{cv_mean:.2f} ± {cv_std:.2f}", test, "–"))
+        winner = f"{CHALLENGE_WINNER[task]:.3f}"
+        rows.append((task, "challenge winner, nnU-Net (published)", "–", "–", winner))
+        strategies = frame.loc[frame["task"] == task, "strategy"].unique()
+        for strategy in sorted(strategies, key=display_order):
             rows.append(
-                {
-                    "task": task,
-                    "source": f"ours: {strategy}",
-                    "Dice % CV": pct(dice.get((task, strategy, "cv"), [])),
-                    "Dice % unseen": pct(dice.get((task, strategy, "test"), [])),
-                    "score unseen": (
-                        fmt(
-                            pd.Series(test_scores).mean(),
-                            pd.Series(test_scores).std(ddof=0),
-                        )
-                        if test_scores
-                        else "–"
-                    ),
-                }
+                (
+                    task,
+                    f"ours: {strategy}",
+                    cell(task, strategy, "cv", "dice"),
+                    cell(task, strategy, "test", "dice"),
+                    cell(task, strategy, "test", "score"),
+                )
             )
     return pd.DataFrame(
         rows, columns=["task", "source", "Dice % CV", "Dice % unseen", "score unseen"]

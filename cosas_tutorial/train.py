@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,7 +62,14 @@ class TrainStep:
     (``tests/test_train.py -k never_waits`` checks both precisions on a GPU).
     """
 
-    def __init__(self, model: nn.Module, config: RunConfig, device: torch.device, total_steps: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: RunConfig,
+        device: torch.device,
+        total_steps: int,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.model, self.device = model, torch.device(device)
         cuda = self.device.type == "cuda"
         model.to(self.device)
@@ -80,7 +88,8 @@ class TrainStep:
         self.amp_dtype = autocast_dtype(self.device) if config.amp else None
         fp16 = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.loss_fn = nn.BCEWithLogitsLoss()
+        # the strategy's loss (cosas_tutorial.strategies.Strategy.loss); BCE on the logits
+        self.loss_fn = loss or nn.BCEWithLogitsLoss()
         self.forward = torch.compile(model) if config.compile and cuda else model
 
     @property
@@ -124,8 +133,11 @@ def fit(
     stage: str = "train",
     resume: bool = False,
     progress: bool = True,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict]:
-    """Train ``model`` on ``tiles`` for ``config.epochs`` epochs; return per-epoch history.
+    """Train ``model`` on ``tiles`` for ``config.epochs`` epochs of ``config.steps_per_epoch``
+    steps, minimising ``loss`` (logits, masks → scalar; BCE unless given); return per-epoch
+    history.
 
     With ``checkpoint`` set, the state is saved after each epoch; with ``resume`` an existing
     checkpoint is loaded and training continues after its last finished epoch.
@@ -138,7 +150,7 @@ def fit(
     the thousands a step issues.
     """
     device = torch.device(device)
-    step = TrainStep(model, config, device, config.steps_per_stage)
+    step = TrainStep(model, config, device, config.steps_per_stage, loss)
 
     history: list[dict] = []
     start_epoch = 0

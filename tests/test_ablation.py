@@ -10,16 +10,16 @@ from cosas_tutorial.ablation import (
     ablation_effects,
     ablation_table,
     evenly_spaced,
-    plot_ablation,
     run_ablation,
     runs_not_learnt,
 )
 from cosas_tutorial.cli import main
 from cosas_tutorial.config import get_profile
 from cosas_tutorial.data.cosas import discover
-from cosas_tutorial.experiment import evaluate_run
+from cosas_tutorial.experiment import evaluate_run, run_name
 from cosas_tutorial.results import read_records
 from cosas_tutorial.stain import NORMALISER_FILE
+from cosas_tutorial.viz import plot_ablation
 
 
 def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
@@ -53,7 +53,7 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
     assert "| standard" in markdown and "macenko − none" in markdown
 
     # Macenko runs keep their reference; the stain settings reached the run configuration
-    run = out / "runs" / "task1-standard-macenko"
+    run = out / "macenko" / "task1" / run_name("task1", "standard")
     assert (run / "fold0" / NORMALISER_FILE).is_file()
     config = json.loads((run / "run.json").read_text())["config"]
     assert config["stain_norm"] == "macenko" and config["stain_aug"] == "none"
@@ -66,7 +66,8 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
         and r["split"] == "test"
     )  # fmt: skip
     assert [i["score"] for i in evaluated] == [i["score"] for i in ablated]
-    hed = json.loads((out / "runs" / "task1-cross-task-hed" / "run.json").read_text())["config"]
+    hed_run = out / "hed" / "task1" / run_name("task1", "cross-task")
+    hed = json.loads((hed_run / "run.json").read_text())["config"]
     assert hed["stain_aug"] == "hed" and hed["stain_norm"] == "none"
 
     effects = ablation_effects(records)
@@ -89,21 +90,22 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
 
 # random-noise tiles are no H&E: Macenko finds no two stains there, warns and leaves them be
 @pytest.mark.filterwarnings("ignore:no stain statistics", "ignore:stain normalisation skipped")
-def test_leave_one_source_out_on_a_single_task_tree(make_cosas_tree, tmp_path, capsys):
+def test_leave_one_domain_out_on_a_single_task_tree(make_cosas_tree, tmp_path, capsys):
     data = make_cosas_tree({"task1": {"a": 4, "b": 4, "c": 4}}, size=(48, 40))
     config = get_profile("ci", epochs=1, steps_per_epoch=1)
-    out = tmp_path / "loso"
+    out = tmp_path / "lodo"
     records = run_ablation(
-        data, config, out, stains=("none", "macenko"), limit=3, held_out=["b"], seeds=[0, 1]
+        data, config, out, stains=("none", "macenko"), limit=3, held_out=["b"], seeds=2
     )
     assert "skipping cross-task" in capsys.readouterr().out
     table = ablation_table(records)
-    assert list(table.columns[4:]) == ["in-domain (CV)", "b", "unseen (all)"]
+    assert list(table.columns[4:]) == ["b", "unseen (all)"]  # no in-domain images under lodo
     assert len(table) == 2 * 2 + 2  # standard × {none, macenko} × TTA, and the two baselines
-    assert {r["protocol"] for r in records} == {"loso"}
-    assert sorted(p.name for p in (out / "runs").iterdir()) == [
-        f"task1-loso-b-standard-{stain}-seed{seed}" for stain in ("macenko", "none")
-        for seed in (0, 1)]  # fmt: skip
+    assert {r["protocol"] for r in records} == {"lodo"}
+    runs = sorted(p.parent.relative_to(out).as_posix() for p in out.glob("*/task1/*/run.json"))
+    assert runs == [
+        f"{stain}/task1/{run_name('task1', 'standard', 'lodo', seed)}"
+        for stain in ("macenko", "none") for seed in (0, 1)]  # fmt: skip
     # the held-out source is unseen once per model, seed and TTA setting, with `limit` tiles
     plain = [r for r in records if r["strategy"] == "standard" and r["stain"] == "none"]
     plain = [r for r in plain if not r["tta"] and r["split"] == "test"]
@@ -111,10 +113,8 @@ def test_leave_one_source_out_on_a_single_task_tree(make_cosas_tree, tmp_path, c
     assert [image["domain"] for r in plain for image in r["images"]] == ["b"] * 6
     effects = ablation_effects(records).set_index("change")
     assert effects.loc["macenko − none", "pairs"] == 2 * 2 * 3  # seeds × TTA × tiles
-    tree = out / "trees" / "task1-loso-b"
-    assert {(s.split, s.domain) for s in discover(tree)} == {
-        ("train", "a"), ("train", "c"), ("test", "b")}  # fmt: skip
-    assert len(discover(tree)) == 3 * 3
+    assert {r["held_out"] for r in records if r["strategy"] == "standard"} == {"b"}
+    assert len(discover(out / "tree")) == 3 * 3  # `limit` tiles of every domain
     with pytest.raises(ValueError, match="fewer tiles per domain"):
         run_ablation(data, config, tmp_path / "x", limit=2)
 
@@ -126,7 +126,10 @@ def test_evenly_spaced():
 
 def test_runs_not_learnt_compares_in_domain_scores_with_the_trivial_predictors():
     def record(strategy, stain, split, scores, tta=False):
-        images = [{"domain": "d", "id": str(i), "score": v} for i, v in enumerate(scores)]
+        images = [
+            {"domain": "d", "id": str(i), "dice": v, "iou": v, "score": v}
+            for i, v in enumerate(scores)
+        ]
         return {"task": "task1", "strategy": strategy, "stain": stain, "tta": tta, "seed": 0,
                 "fold": 0, "split": split, "images": images}  # fmt: skip
 
@@ -138,5 +141,10 @@ def test_runs_not_learnt_compares_in_domain_scores_with_the_trivial_predictors()
         record("all-background", "–", "cv", [0.0, 1.0]),
     ]
     failed = runs_not_learnt(records)
-    assert failed[["strategy", "stain"]].values.tolist() == [["standard", "macenko"]]
+    assert failed[["strategy", "stain", "images"]].values.tolist() == [
+        ["standard", "macenko", "in-domain (CV)"]
+    ]
     assert failed["trivial"].item() == 0.5
+    # without in-domain images (lodo), the unseen ones decide
+    unseen = [{**r, "split": "test"} for r in records if r["split"] == "cv"]
+    assert runs_not_learnt(unseen)["images"].tolist() == ["unseen (all)"]

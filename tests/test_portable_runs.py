@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from cosas_tutorial import experiment
+from cosas_tutorial import experiment, runs
 from cosas_tutorial.cli import main
 from cosas_tutorial.config import get_profile
 from cosas_tutorial.data.cosas import discover, fingerprint
 from cosas_tutorial.data.synthetic import generate
+from cosas_tutorial.experiment import run_name
 from cosas_tutorial.results import read_records
 
-RUN = "task1-standard"
+RUN = run_name("task1", "standard")
 OPTIONS = ["--profile", "ci", "--epochs", "1", "--tasks", "task1", "--strategies", "standard"]
 
 
@@ -123,14 +124,14 @@ def test_run_json_of_an_older_version_is_checked_by_its_path_only(lab_copy, tmp_
     that version reused it; elsewhere nothing tells whether the data are the same."""
     run, data = lab_copy / "runs" / RUN, lab_copy / "data"
     manifest = json.loads((run / "run.json").read_text())
-    del manifest[experiment.FINGERPRINT]
+    del manifest[runs.FINGERPRINT]
     manifest["data"] = str(data.resolve())  # as if made here
     (run / "run.json").write_text(json.dumps(manifest))
-    identity = experiment.run_identity("task1", "standard", get_profile("ci", epochs=1), data)
-    experiment.check_same_run(run, identity)  # accepted at the recorded path
+    identity = runs.run_identity("task1", "standard", get_profile("ci", epochs=1), data)
+    runs.check_same_run(run, identity)  # accepted at the recorded path
 
     moved = Path(shutil.move(data, tmp_path / "moved"))
-    identity = experiment.run_identity("task1", "standard", get_profile("ci", epochs=1), moved)
+    identity = runs.run_identity("task1", "standard", get_profile("ci", epochs=1), moved)
     with pytest.raises(FileExistsError, match="older version") as refused:
-        experiment.check_same_run(run, identity)
+        runs.check_same_run(run, identity)
     assert str(data.resolve()) in str(refused.value) and str(moved.resolve()) in str(refused.value)

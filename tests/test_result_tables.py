@@ -76,8 +76,8 @@ def test_held_out_images_count_once_whatever_the_number_of_folds():
         fold("standard", 0, [0.5, 0.2]),
         fold("standard", 1, [0.5, 0.2]),
     ]
-    means = image_means(records)
-    assert means[("task1", "union", "test", "duodenum", "tile0")] == pytest.approx(0.5)
+    means = image_means(records).set_index(["strategy", "id"])["value"]
+    assert means[("union", "tile0")] == pytest.approx(0.5)
     paired = paired_differences(records, "union", "standard")
     assert paired["difference"].tolist() == pytest.approx([0.0, 0.2])
 
@@ -95,6 +95,27 @@ def test_paired_summary_tells_apart_what_the_means_cannot():
     assert row["mean"] == pytest.approx(0.03)
     assert 0 < row["ci_low"] <= row["ci_high"]  # yet every tile gained: told apart
     assert (row["better"], row["worse"], row["images"]) == (40, 0, 40)
+
+
+def test_paired_summary_resamples_images_not_image_seed_rows():
+    """Two seeds of the same 20 images: the interval is that of 20 images, each image's
+    difference averaged over the seeds, not of 40 independent rows."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.uniform(0.2, 0.9, size=20)
+    gains = {0: rng.normal(0.02, 0.05, 20), 1: rng.normal(0.02, 0.05, 20)}
+    records = []
+    for seed, gain in gains.items():
+        records += [
+            {**record("standard", "test", difficulty.tolist(), domain="d"), "seed": seed},
+            {**record("union", "test", (difficulty + gain).tolist(), domain="d"), "seed": seed},
+        ]
+    paired = paired_differences(records, "union", "standard")
+    assert len(paired) == 40 and set(paired["seed"]) == {0, 1}
+    row = paired_summary(paired).loc[("task1", "test")]
+    assert (row["images"], row["seeds"]) == (20, 2)
+    per_image = (gains[0] + gains[1]) / 2
+    per_image = per_image[sorted(range(20), key=lambda i: f"tile{i}")]  # the table's image order
+    assert (row["mean"], row["ci_low"], row["ci_high"]) == pytest.approx(mean_interval(per_image))
 
 
 def test_paper_comparison_labels_published_rows_and_adds_ours(records):

@@ -7,7 +7,7 @@ import pytest
 
 from cosas_tutorial.cli import main
 from cosas_tutorial.config import get_profile
-from cosas_tutorial.experiment import run_experiment, train_run
+from cosas_tutorial.experiment import run_experiment, run_name, train_run
 from cosas_tutorial.results import read_records, score_table
 from cosas_tutorial.strategies import STRATEGIES, get_strategy
 
@@ -47,8 +47,9 @@ def test_experiment_records_every_strategy_task_and_domain(experiment, tiny_synt
         if record["split"] == "cv" and record["strategy"] == "cross-task":
             assert [h["stage"] for h in record["history"]] == ["pretrain", "finetune"]
     test_domains = {
-        d for r in records if r["split"] == "test" and r["task"] == "task2" for d in r["domains"]
-    } - {"all"}
+        i["domain"] for r in records if r["split"] == "test" and r["task"] == "task2"
+        for i in r["images"]
+    }  # fmt: skip
     assert test_domains == {"3d-250", "leica-450", "motic"}
     table = score_table(records)
     assert len(table) == 10 and "unseen (all)" in table.columns
@@ -66,8 +67,8 @@ def test_resume_reads_back_only_the_same_run_and_finishes_its_evaluation(
     experiment, tiny_synthetic, tmp_path
 ):
     out, _ = experiment
-    run = tmp_path / "task1-standard"
-    shutil.copytree(out / "task1-standard", run)
+    run = tmp_path / run_name("task1", "standard")
+    shutil.copytree(out / run_name("task1", "standard"), run)
     records_file, model_file = run / "records.jsonl", run / "fold0" / "model.pt"
     lines = records_file.read_text().splitlines()
     cv_only = "\n".join(line for line in lines if json.loads(line)["split"] == "cv") + "\n"
@@ -143,4 +144,48 @@ def test_cli_train_evaluate_and_refusals(tiny_synthetic, tmp_path, capsys):
     evaluation = json.loads((tmp_path / "eval.json").read_text())
     assert evaluation[0]["split"] == "test" and evaluation[0]["config"]["tta"] is True
     printed = capsys.readouterr().out
-    assert all(domain in printed for domain in evaluation[0]["domains"] if domain != "all")
+    assert all(image["domain"] in printed for image in evaluation[0]["images"])
+
+
+def test_a_new_strategy_is_one_class(tiny_synthetic, tmp_path, request, capsys):
+    """Registered in one class, a strategy is a choice of the command line, a row of the
+    tables and a bar of scores.png in a colour of its own; its loss is the one trained."""
+    from cosas_tutorial import cli, strategies
+    from cosas_tutorial.viz import colour, plot_strategy_scores
+
+    request.addfinalizer(lambda: strategies.STRATEGIES.pop("finetune-first", None))
+    losses = []
+
+    @strategies.register
+    class Reversed(strategies.Strategy):
+        name = "finetune-first"
+        uses_other_task = True
+        description = "this task first, then the other one"
+
+        def stages(self, fold_train, other_task):
+            return [
+                strategies.Stage("mine", tuple(fold_train)),
+                strategies.Stage("other", tuple(other_task)),
+            ]
+
+        def loss(self, logits, masks):
+            losses.append(logits.shape)
+            return super().loss(logits, masks)
+
+    with pytest.raises(SystemExit):
+        cli.main(["experiment", "--help"])  # the choices are read from the registry
+    assert "finetune-first" in capsys.readouterr().out
+    out = tmp_path / "grid"
+    argv = ["experiment", "--data", str(tiny_synthetic), "--profile", "ci", "--out", str(out)]
+    assert cli.main([*argv, "--strategies", "finetune-first", "--tasks", "task2", "--quiet"]) == 0
+    assert losses and all(shape[1] == 1 for shape in losses)  # the strategy's loss was trained
+    records = read_records(out / "results.jsonl")
+    assert {h["stage"] for r in records for h in r["history"]} == {"mine", "other"}
+    table = score_table(records)
+    assert table["strategy"].tolist() == ["finetune-first", "all-tumour", "all-background"]
+    assert colour("finetune-first") not in {colour(s) for s in ("standard", "union", "cross-task")}
+    assert (out / "scores.png").stat().st_size > 5_000
+    legend = plot_strategy_scores(records).axes[-1].get_legend().get_texts()
+    assert "finetune-first" in [text.get_text() for text in legend]
+    with pytest.raises(ValueError, match="name of its own"):
+        strategies.register(type("Again", (strategies.Standard,), {}))

@@ -1,81 +1,27 @@
-"""Figures for the book and the CLI: data galleries and score plots."""
+"""Figures of run records: scores per strategy and domain, training curves, score
+distributions, threshold sweeps, calibration, the shift dial and the stain ablation."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
-from PIL import Image
 
-from .data.cosas import discover, read_image, read_mask
-from .data.layout import TASKS
-from .results import BASELINES, image_means, mean_interval
+from ..results import CV_COLUMN, image_means, mean_interval
+from ..strategies import BASELINES, display_order, strategy_colour
+from .data import domain_colours
 
-_DISPLAY_PX = 512  # tiles are shown downsampled to at most this many pixels a side
-STRATEGY_COLOURS = {
-    "standard": "#4C72B0",
-    "union": "#DD8452",
-    "cross-task": "#55A868",
-    "all-tumour": "#B0B0B0",
-    "all-background": "#E0E0E0",
-}
+BASELINE_COLOURS = {"all-tumour": "#B0B0B0", "all-background": "#E0E0E0"}
 
 
-def thumbnail(array: np.ndarray) -> np.ndarray:
-    """A copy at most ``_DISPLAY_PX`` a side (nearest neighbour, so masks stay binary)."""
-    image = Image.fromarray(array)
-    image.thumbnail((_DISPLAY_PX, _DISPLAY_PX), Image.Resampling.NEAREST)
-    return np.asarray(image)
-
-
-def outline(ax, mask: np.ndarray, colour: str = "#00e000") -> None:
-    """Draw the tumour boundary of a binary mask."""
-    if mask.any() and not mask.all():
-        ax.contour(mask, levels=[0.5], colors=colour, linewidths=1.2)
-
-
-def plot_domain_gallery(root: Path | str, task: str | None = None, n_per_domain: int = 1) -> Figure:
-    """One row per task: ``n_per_domain`` tiles of every domain, tumour mask outlined.
-
-    Training domains come first, held-out (COSAS24-TestSet) domains after them, marked "test".
-    Works on any COSAS-layout tree (synthetic, open-tissue or the real data).
-    """
-    if task is not None and task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
-    if n_per_domain < 1:
-        raise ValueError(f"n_per_domain must be >= 1, got {n_per_domain}")
-    samples = discover(root, tasks=None if task is None else (task,))
-    rows = []
-    for t in TASKS:
-        panels, taken = [], {}
-        for sample in samples:  # discover's order: train before test, domains sorted
-            key = (sample.split, sample.domain)
-            if sample.task == t and taken.get(key, 0) < n_per_domain:
-                taken[key] = taken.get(key, 0) + 1
-                panels.append(sample)
-        if panels:
-            rows.append((t, panels))
-    if not rows:
-        raise FileNotFoundError(f"no image/mask pairs in the COSAS layout under {root}")
-
-    ncols = max(len(panels) for _, panels in rows)
-    fig, axes = plt.subplots(
-        len(rows), ncols, figsize=(2.2 * ncols, 2.45 * len(rows)), squeeze=False
-    )
-    for ax in axes.ravel():
-        ax.axis("off")
-    for (t, panels), row_axes in zip(rows, axes):
-        for ax, sample in zip(row_axes, panels):
-            ax.imshow(thumbnail(read_image(sample.image)))
-            outline(ax, thumbnail(read_mask(sample.mask)))
-            title = f"{t} · {sample.domain}" + (" (test)" if sample.split == "test" else "")
-            ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig
+def colour(name: str) -> str:
+    """The colour of a strategy (its own, :func:`~cosas_tutorial.strategies.strategy_colour`) or
+    of a trivial baseline (greys, drawn hatched)."""
+    return BASELINE_COLOURS.get(name) or strategy_colour(name)
 
 
 def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figure:
@@ -91,7 +37,8 @@ def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figu
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         groups = _score_groups(records, task, metric)
-        strategies = [s for s in STRATEGY_COLOURS if any(s in g for g in groups.values())]
+        present = {s for g in groups.values() for s in g}
+        strategies = sorted(present, key=display_order)
         width = 0.8 / max(1, len(strategies))
         for i, strategy in enumerate(strategies):
             xs, means, below, above = [], [], [], []
@@ -109,7 +56,7 @@ def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figu
                 yerr=[below, above],
                 capsize=2,
                 label=strategy,
-                color=STRATEGY_COLOURS[strategy],
+                color=colour(strategy),
                 hatch="//" if strategy in BASELINES else None,
                 edgecolor="white",
             )
@@ -125,13 +72,20 @@ def plot_strategy_scores(records: Sequence[dict], metric: str = "score") -> Figu
 
 def _score_groups(records, task, metric) -> dict[str, dict[str, list[float]]]:
     """{"in-domain (CV)" | held-out domain: {strategy: per-image values}} of one task, each
-    image's value averaged over the folds that scored it (:func:`~.results.image_means`)."""
-    groups: dict[str, dict[str, list[float]]] = {"in-domain (CV)": {}}
-    for (t, strategy, split, domain, _), value in image_means(records, metric).items():
-        if t == task:
-            group = "in-domain (CV)" if split == "cv" else domain
-            groups.setdefault(group, {}).setdefault(strategy, []).append(value)
-    return {k: v for k, v in groups.items() if v}
+    image's value averaged over the folds and seeds that scored it
+    (:func:`~cosas_tutorial.results.image_means`)."""
+    means = image_means(records, metric)
+    means = means[means["task"] == task]
+    means = means.assign(group=means["domain"].where(means["split"] != "cv", CV_COLUMN))
+    per_image = means.groupby(["group", "strategy", "split", "domain", "id"], sort=False)["value"]
+    values = per_image.mean().reset_index()
+    order = [CV_COLUMN] + [g for g in dict.fromkeys(values["group"]) if g != CV_COLUMN]
+    return {
+        group: {s: list(part["value"]) for s, part in values[values["group"] == group].groupby(
+            "strategy", sort=False)}
+        for group in order
+        if (values["group"] == group).any()
+    }  # fmt: skip
 
 
 def plot_training_curves(records: Sequence[dict], lr: bool = True) -> Figure:
@@ -146,7 +100,7 @@ def plot_training_curves(records: Sequence[dict], lr: bool = True) -> Figure:
     """
     from matplotlib.ticker import MaxNLocator
 
-    from .train import cyclic_cosine
+    from ..train import cyclic_cosine
 
     trained = [r for r in records if r.get("history")]
     if not trained:
@@ -162,19 +116,19 @@ def plot_training_curves(records: Sequence[dict], lr: bool = True) -> Figure:
         for record in task_records:
             history, strategy = record["history"], record["strategy"]
             epochs = np.arange(1, len(history) + 1)
-            colour = STRATEGY_COLOURS.get(strategy, "#333333")
+            line = colour(strategy)
             ax.plot(
                 epochs,
                 [h["loss"] for h in history],
                 marker="o",
                 markersize=3,
-                color=colour,
+                color=line,
                 label=None if strategy in labelled else strategy,
             )
             labelled.add(strategy)
             for i in range(1, len(history)):
                 if history[i]["stage"] != history[i - 1]["stage"]:
-                    ax.axvline(i + 0.5, color=colour, linestyle=":", linewidth=1)
+                    ax.axvline(i + 0.5, color=line, linestyle=":", linewidth=1)
                     ax.annotate(
                         f"{history[i - 1]['stage']} | {history[i]['stage']}",
                         (i + 0.5, 1.0),
@@ -182,7 +136,7 @@ def plot_training_curves(records: Sequence[dict], lr: bool = True) -> Figure:
                         ha="center",
                         va="bottom",
                         fontsize=7,
-                        color=colour,
+                        color=line,
                     )
             config = record.get("config") or {}
             if lr and record is longest and {"lr", "epochs", "steps_per_epoch"} <= config.keys():
@@ -217,215 +171,15 @@ def _lr_steps(history: Sequence[dict], config: dict, cyclic_cosine) -> tuple[lis
     return xs, ys
 
 
-# --- figures of the analysis chapters (domain shift, model anatomy, errors, shift dial) ----------
-
-
-def domain_colours(domains: Sequence[str]) -> dict[str, tuple]:
-    """A fixed colour per domain, in the order given (matplotlib's tab10, then tab20)."""
-    palette = plt.get_cmap("tab10" if len(domains) <= 10 else "tab20").colors
-    return {domain: palette[i % len(palette)] for i, domain in enumerate(domains)}
-
-
-def plot_channel_histograms(
-    images_by_domain: dict[str, Sequence[np.ndarray]], space: str = "rgb", bins: int = 64
-) -> Figure:
-    """Pixel distributions per domain over tissue pixels: one panel per channel (R, G, B, or the
-    haematoxylin, eosin and DAB densities of colour deconvolution), one line per domain."""
-    from .analysis import hed, tissue_mask
-
-    if space not in ("rgb", "hed"):
-        raise ValueError(f"space must be 'rgb' or 'hed', got {space!r}")
-    pixels = {}
-    for domain, images in images_by_domain.items():
-        chunks = []
-        for image in images:
-            values = image.astype(np.float32) if space == "rgb" else hed(image)
-            chunks.append(values[tissue_mask(image)])
-        pixels[domain] = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
-    names = (
-        ("red", "green", "blue")
-        if space == "rgb"
-        else ("haematoxylin", "eosin", "DAB (residual on H&E)")
-    )
-    colours = domain_colours(list(images_by_domain))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.1))
-    for channel, (ax, name) in enumerate(zip(axes, names)):
-        if space == "rgb":
-            low, high = 0.0, 255.0
-        else:
-            every = np.concatenate([p[:, channel] for p in pixels.values() if len(p)])
-            low, high = np.percentile(every, [0.5, 99.5]) if len(every) else (0.0, 1.0)
-        for domain, values in pixels.items():
-            if len(values):
-                ax.hist(
-                    values[:, channel],
-                    bins=bins,
-                    range=(low, high),
-                    density=True,
-                    histtype="step",
-                    linewidth=1.4,
-                    color=colours[domain],
-                    label=domain,
-                )
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("intensity (0–255)" if space == "rgb" else "stain density (OD)")
-        ax.set_yticks([])
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    return fig
-
-
-def _chromaticity(vectors: np.ndarray) -> np.ndarray:
-    """OD unit vectors (n×3) → (share of red, share of blue) of their absorbance."""
-    vectors = np.atleast_2d(vectors)
-    total = vectors.sum(axis=1, keepdims=True)
-    return np.stack([vectors[:, 0], vectors[:, 2]], axis=1) / total
-
-
-def plot_stain_vectors(vectors, references: dict[str, np.ndarray] | None = None) -> Figure:
-    """Estimated haematoxylin (o) and eosin (^) optical-density directions of every tile, as
-    the share of red and blue light they absorb, coloured by domain (``vectors``: a frame of
-    :func:`cosas_tutorial.analysis.domain_stain_vectors`). ``references`` (name → 2×3 or 3×3
-    matrix, rows H, E …) are drawn as black crosses."""
-    domains = list(dict.fromkeys(vectors["domain"]))
-    colours = domain_colours(domains)
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
-    for domain in domains:
-        part = vectors[vectors["domain"] == domain]
-        for stain, marker in (("H", "o"), ("E", "^")):
-            xy = _chromaticity(part[[f"{stain}_R", f"{stain}_G", f"{stain}_B"]].to_numpy())
-            ax.scatter(
-                xy[:, 0],
-                xy[:, 1],
-                s=18,
-                marker=marker,
-                alpha=0.7,
-                color=colours[domain],
-                label=domain if stain == "H" else None,
-            )
-    for name, matrix in (references or {}).items():
-        xy = _chromaticity(np.asarray(matrix)[:2])
-        ax.scatter(xy[:, 0], xy[:, 1], marker="x", s=60, color="black")
-        for (x, y), stain in zip(xy, "HE"):
-            ax.annotate(
-                f"{name} {stain}", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points"
-            )
-    ax.set_xlabel("share of red absorbed")
-    ax.set_ylabel("share of blue absorbed")
-    ax.set_title("stain vectors per tile (o haematoxylin, ^ eosin)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    return fig
-
-
-def plot_embeddings(panels: dict[str, tuple[np.ndarray, Sequence[str]]]) -> Figure:
-    """One scatter per panel title: 2-D coordinates of tiles coloured by their domain label."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (title, (coords, labels)) in zip(axes[0], panels.items()):
-        labels = np.asarray(labels)
-        colours = domain_colours(list(dict.fromkeys(labels)))
-        for label, colour in colours.items():
-            chosen = labels == label
-            ax.scatter(
-                coords[chosen, 0], coords[chosen, 1], s=16, alpha=0.8, color=colour, label=label
-            )
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("component 1")
-        ax.set_ylabel("component 2")
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def plot_shift_grid(
-    task: str,
-    domains: Sequence[str],
-    shifts: Sequence[float],
-    index: int = 0,
-    size: int = 256,
-    seed: int = 0,
-) -> Figure:
-    """The same synthetic tile (same ``index``) of each domain (rows) at each ``shift``
-    (columns), tumour outlined. In task 2 only the scanner changes with the shift, in task 1
-    the tissue itself."""
-    from .data.synthetic import synthesize
-
-    fig, axes = plt.subplots(
-        len(domains),
-        len(shifts),
-        figsize=(1.9 * len(shifts) + 0.6, 1.9 * len(domains)),
-        squeeze=False,
-    )
-    for row, domain in zip(axes, domains):
-        for ax, shift in zip(row, shifts):
-            image, mask = synthesize(task, domain, index, size=size, shift=shift, seed=seed)
-            ax.imshow(image)
-            outline(ax, mask > 0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        row[0].set_ylabel(domain, fontsize=8)
-    for ax, shift in zip(axes[0], shifts):
-        ax.set_title(f"shift {shift:g}", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_images(images: dict[str, np.ndarray], ncols: int | None = None) -> Figure:
-    """A row (or grid) of images with their titles."""
-    ncols = ncols or len(images)
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.4 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (title, image) in zip(axes.ravel(), images.items()):
-        ax.imshow(thumbnail(image))
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_error_cases(cases: Sequence[dict]) -> Figure:
-    """One row per case (dict with ``image``, ``mask``, ``probability``, ``threshold`` and
-    ``title``): the tile with the true tumour outlined, the probability map, and the errors
-    (true positives, false positives, false negatives) tinted."""
-    from matplotlib.patches import Patch
-
-    from .analysis import ERROR_COLOURS, error_overlay
-
-    fig, axes = plt.subplots(
-        len(cases), 3, figsize=(8.4, 2.7 * len(cases) + 0.5), squeeze=False, layout="constrained"
-    )
-    for row, case in zip(axes, cases):
-        prediction = case["probability"] > case["threshold"]
-        row[0].imshow(case["image"])
-        outline(row[0], case["mask"] > 0)
-        row[0].set_title(case["title"], fontsize=8)
-        shown = row[1].imshow(case["probability"], vmin=0, vmax=1, cmap="magma")
-        row[1].set_title("tumour probability", fontsize=8)
-        row[2].imshow(error_overlay(case["image"], prediction, case["mask"]))
-        row[2].set_title(f"errors at threshold {case['threshold']:g}", fontsize=8)
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    # under their columns (constrained layout keeps the three columns the same size)
-    fig.colorbar(shown, ax=axes[-1, 1], location="bottom", shrink=0.9, aspect=20)
-    legend = [Patch(color=np.array(c) / 255, label=k.upper()) for k, c in ERROR_COLOURS.items()]
-    axes[-1, 2].legend(
-        handles=legend, fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.03)
-    )
-    return fig
-
-
 def plot_score_distributions(frame, metric: str = "score") -> Figure:
     """Per-image ``metric`` as boxes per group (in-domain CV, then each unseen domain) and
     strategy, trivial baselines (hatched) beside the models. ``frame``: the per-image rows of
-    :func:`cosas_tutorial.analysis.image_frame` for one task."""
+    :func:`cosas_tutorial.results.image_table` for one task."""
     frame = frame.assign(group=np.where(frame["split"] == "cv", "in-domain (CV)", frame["domain"]))
     groups = ["in-domain (CV)"] + sorted(set(frame["group"]) - {"in-domain (CV)"})
     groups = [g for g in groups if (frame["group"] == g).any()]
     present = set(frame["strategy"])
-    strategies = [s for s in STRATEGY_COLOURS if s in present]
-    strategies += sorted(present - set(strategies))
+    strategies = sorted(present, key=display_order)
     width = 0.8 / max(1, len(strategies))
     fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(groups) * max(1, len(strategies)) / 2), 3.8))
     for i, strategy in enumerate(strategies):
@@ -451,9 +205,9 @@ def plot_score_distributions(frame, metric: str = "score") -> Figure:
             medianprops=dict(color="black"),
         )
         for box in boxes["boxes"]:
-            box.set_facecolor(STRATEGY_COLOURS.get(strategy, "#999999"))
+            box.set_facecolor(colour(strategy))
             box.set_hatch("//" if strategy in BASELINES else "")
-        ax.plot([], [], "s", color=STRATEGY_COLOURS.get(strategy, "#999999"), label=strategy)
+        ax.plot([], [], "s", color=colour(strategy), label=strategy)
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel(f"per-image COSAS {metric}" if metric == "score" else metric)
@@ -466,7 +220,7 @@ def plot_score_vs_fraction(frame, metric: str = "score") -> Figure:
     """Per-image ``metric`` against the tile's tumour fraction, coloured by domain, with the
     exact curves of the two trivial predictors: "all tumour" scores (2f/(1+f) + f)/2 on a tile
     with tumour fraction f, "all background" 1 on tumour-free tiles and 0 elsewhere."""
-    from .analysis import all_tumour_score
+    from ..analysis import all_tumour_score
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     f = np.linspace(0, 1, 201)
@@ -559,9 +313,7 @@ def plot_shift_dial(summary, metric: str = "score") -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     titles = {"cv": "in-domain (CV)", "test": "unseen domains"}
     present = set(summary["strategy"])
-    strategies = [s for s in STRATEGY_COLOURS if s in present] + sorted(
-        present - set(STRATEGY_COLOURS)
-    )
+    strategies = sorted(present, key=display_order)
     for ax, split in zip(axes[:2], ("cv", "test")):
         for strategy in strategies:
             part = summary[(summary["split"] == split) & (summary["strategy"] == strategy)]
@@ -572,7 +324,7 @@ def plot_shift_dial(summary, metric: str = "score") -> Figure:
                 part["mean"],
                 marker="o",
                 label=strategy,
-                color=STRATEGY_COLOURS.get(strategy, "#999999") if not baseline else "#777777",
+                color=colour(strategy) if not baseline else "#777777",
                 linestyle=("--" if strategy == "all-tumour" else ":") if baseline else "-",
             )
         ax.set_title(titles[split], fontsize=10)
@@ -591,7 +343,7 @@ def plot_shift_dial(summary, metric: str = "score") -> Figure:
             gap.values,
             marker="o",
             label=strategy,
-            color=STRATEGY_COLOURS.get(strategy, "#999999"),
+            color=colour(strategy),
         )
     axes[2].axhline(0, color="#999999", linewidth=1)
     axes[2].set_title("gap: in-domain − unseen", fontsize=10)
@@ -601,27 +353,69 @@ def plot_shift_dial(summary, metric: str = "score") -> Figure:
     return fig
 
 
-def plot_domain_rows(tiles: Sequence, n_per_domain: int = 3) -> Figure:
-    """One row per domain, ``n_per_domain`` tiles each, tumour mask outlined (``tiles``: the
-    :class:`cosas_tutorial.analysis.Tile` list of :func:`cosas_tutorial.analysis.read_tiles`)."""
-    rows: dict[str, list] = {}
-    for tile in tiles:
-        key = tile.sample.domain + (" (test)" if tile.sample.split == "test" else "")
-        if len(rows.setdefault(key, [])) < n_per_domain:
-            rows[key].append(tile)
-    if not rows:
-        raise ValueError("no tiles to show")
-    fig, axes = plt.subplots(
-        len(rows), n_per_domain, figsize=(2.3 * n_per_domain + 0.8, 2.2 * len(rows)), squeeze=False
+def plot_ablation(records: Sequence[dict], metric: str = "score"):
+    """Heat map per task: rows = strategy · stain · TTA (baselines last), columns = in-domain
+    cross-validation, each unseen domain and all unseen images; cells = mean ``metric``."""
+    from ..ablation import ablation_table, mean_table
+
+    means = mean_table(records, metric)
+    label = (
+        means["strategy"]
+        + np.where(means["stain"] == "–", "", " · " + means["stain"])
+        + np.where(means["TTA"] == "–", "", " · TTA " + means["TTA"])
     )
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_frame_on(False)
-    for row_axes, (name, chosen) in zip(axes, rows.items()):
-        for ax, tile in zip(row_axes, chosen):
-            ax.imshow(thumbnail(tile.image))
-            outline(ax, thumbnail(tile.mask))
-        row_axes[0].set_ylabel(name, fontsize=8)
+    means = means.assign(row=label)
+    panels = []
+    for task in dict.fromkeys(means["task"]):
+        part = means[means["task"] == task]
+        columns = list(ablation_table([r for r in records if r["task"] == task]).columns[4:])
+        grid = part.pivot(index="row", columns="domain", values="mean")
+        panels.append((task, grid.reindex(index=list(dict.fromkeys(part["row"])), columns=columns)))
+    heights = [len(grid) for _, grid in panels]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(1.3 * max(g.shape[1] for _, g in panels) + 3.5, 0.32 * sum(heights) + 1.2),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
+    for ax, (task, grid) in zip(axes[:, 0], panels):
+        values = grid.to_numpy(dtype=float)
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                colour = "black" if value > 0.6 else "white"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        if grid.columns[0] == CV_COLUMN:
+            ax.axvline(0.5, color="white", linewidth=3)
+        ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=20, ha="right", fontsize=8)
+        ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+        ax.set_title(f"{task}: mean COSAS {metric}, in-domain (CV) and unseen domains", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def plot_effects(effects: dict[str, pd.DataFrame]):
+    """Mean paired difference ± 2 standard errors of each change (frames of
+    :func:`~cosas_tutorial.ablation.ablation_effects`), one panel per name (e.g. per data
+    tree), one bar per task."""
+    fig, axes = plt.subplots(
+        1, len(effects), figsize=(4.6 * len(effects), 3.2), squeeze=False, sharex=True
+    )
+    for ax, (name, frame) in zip(axes[0], effects.items()):
+        changes = list(dict.fromkeys(frame["change"]))
+        tasks = list(dict.fromkeys(frame["task"]))
+        height = 0.8 / max(1, len(tasks))
+        for i, task in enumerate(tasks):
+            part = frame[frame["task"] == task].set_index("change").reindex(changes)
+            ys = np.arange(len(changes)) + (i - (len(tasks) - 1) / 2) * height
+            ax.barh(ys, part["mean Δ"], height, xerr=2 * part["s.e."], capsize=2, label=task)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(changes)), changes, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("Δ COSAS score on unseen images (± 2 s.e.)", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -19,13 +19,9 @@ from .data.cosas import read_image, read_mask
 from .data.layout import Sample
 from .evaluate import image_scores
 from .results import image_table
-from .stain import RUIFROK_HED, estimate_stains
+from .stain import estimate_stains, hed_densities, optical_density, tissue_mask
 from .strategies import BASELINES
 
-# Optical density of glass is about 0; tissue is where the summed OD exceeds this (natural log,
-# as in Macenko et al. 2009 and torchstain, whose beta is 0.15 per channel).
-TISSUE_OD = 0.3
-_UNMIX = np.linalg.inv(RUIFROK_HED.double().numpy()).astype(np.float32)
 # Colours of the error overlay: true positive, false positive (over-segmentation),
 # false negative (missed tumour).
 ERROR_COLOURS = {"tp": (0, 170, 0), "fp": (230, 30, 30), "fn": (30, 90, 255)}
@@ -33,29 +29,6 @@ ERROR_COLOURS = {"tp": (0, 170, 0), "fp": (230, 30, 30), "fn": (30, 90, 255)}
 
 # --------------------------------------------------------------------------------------------
 # Colour and stain
-
-
-def optical_density(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 optical density ``-ln(I / 255)`` of a uint8 RGB image (0 on white glass)."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
-    return -np.log(np.clip(rgb.astype(np.float32), 1.0, 255.0) / 255.0)
-
-
-def tissue_mask(rgb: np.ndarray, threshold: float = TISSUE_OD) -> np.ndarray:
-    """Pixels that hold tissue, not glass: summed optical density above ``threshold``."""
-    return optical_density(rgb).sum(axis=-1) > threshold
-
-
-def hed(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 stain densities (haematoxylin, eosin, DAB) of a uint8 RGB image: Ruifrok-Johnston
-    colour deconvolution with the matrix of :mod:`cosas_tutorial.stain`, in NumPy (for one
-    image the batched torch version costs more in overhead than in arithmetic).
-
-    H&E holds no DAB: the third density is what the fixed H and E vectors do not explain (on
-    the synthetic tier, whose eosin is Macenko's and not Ruifrok's, much of the eosin)."""
-    return optical_density(rgb) @ _UNMIX
 
 
 class Tile(NamedTuple):
@@ -91,7 +64,7 @@ def colour_stats(image: np.ndarray) -> dict:
         tissue = np.ones(image.shape[:2], dtype=bool)
     rgb = image[tissue].astype(np.float64)
     od = optical_density(image)[tissue]
-    stains = hed(image)[tissue]
+    stains = hed_densities(image)[tissue]
     stats = {"tissue_fraction": float(tissue.mean())}
     for i, channel in enumerate("RGB"):
         stats[channel] = float(rgb[:, i].mean())
@@ -162,7 +135,7 @@ def tile_features(images: Sequence[np.ndarray], bins: int = 16) -> np.ndarray:
         histograms = [
             np.histogram(pixels[:, i], bins=bins, range=(0, 256))[0] / len(pixels) for i in range(3)
         ]
-        stains = hed(image)[tissue]
+        stains = hed_densities(image)[tissue]
         rows.append(np.concatenate([*histograms, stains.mean(axis=0), stains.std(axis=0)]))
     return np.asarray(rows, dtype=np.float64)
 

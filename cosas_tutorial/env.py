@@ -13,9 +13,6 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-# albumentations checks online for updates on import; the tutorial never wants that.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` if given ("cpu", "cuda", "cuda:1", "mps"), else CUDA when available, else CPU."""

@@ -43,9 +43,11 @@ def resolve_data(data: str, config: RunConfig, shift: float = 0.5) -> Path:
     """``"synthetic"`` (generated, cached), ``"open-tissue"`` (downloaded, checksummed, cached)
     or the path of a COSAS-layout tree (e.g. the real data on Google Drive)."""
     if data == "synthetic":
-        from .data.synthetic import generate
+        from .data.synthetic import GENERATOR_VERSION, generate
 
-        name = f"synthetic-{config.synthetic_tiles}x{config.synthetic_size}-shift{shift:g}"
+        # the generator's version in the name: a cache made by an older generator is not reused
+        size = f"{config.synthetic_tiles}x{config.synthetic_size}"
+        name = f"synthetic-v{GENERATOR_VERSION}-{size}-shift{shift:g}"
         return generate(
             data_home() / name,
             tiles=config.synthetic_tiles,

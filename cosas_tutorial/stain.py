@@ -1,7 +1,10 @@
-"""Stain optics: RGB ↔ optical density ↔ haematoxylin/eosin/DAB (HED) on torch tensors.
+"""Stain optics: RGB ↔ optical density ↔ haematoxylin/eosin/DAB (HED), stain estimation and
+normalisation.
 
-Written with plain torch (a 3×3 matrix and a log) so that it runs on batches on the GPU inside
-augmentation; skimage's ``rgb2hed`` does the same on one NumPy image at a time.
+On NumPy tiles: optical density (OD), the tissue mask and HED densities, with the OD
+convention as an argument (:class:`ODConvention`, :func:`optical_density`, :func:`tissue_mask`,
+:func:`hed_densities`). On batches of torch tensors, the same maps (:func:`rgb_to_hed`,
+:func:`hed_to_rgb`) run where the batch lies, on the GPU as in augmentation.
 
 Below them, on one NumPy tile at a time: Macenko stain estimation (torchstain) and
 normalisation to a reference tile (:class:`MacenkoNormaliser`), the choice of a run's reference
@@ -18,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +34,64 @@ RUIFROK_HED = torch.tensor(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
 )
 RUIFROK_HED = RUIFROK_HED / RUIFROK_HED.norm(dim=1, keepdim=True)
+_UNMIX_HED = np.linalg.inv(RUIFROK_HED.double().numpy())
 OD_FLOOR = 1e-6  # avoids log(0) on pure black pixels
+# Optical density of glass is about 0; tissue is where the summed OD reaches this (natural log,
+# as in Macenko et al. 2009 and torchstain, whose beta is 0.15 per channel).
+TISSUE_OD = 0.3
+
+
+# --- optical density of one NumPy tile ----------------------------------------------------------
+
+
+class ODConvention(NamedTuple):
+    """How intensities become optical density: ``OD = -ln(max(I + offset, 1) / background)``.
+
+    The default (:data:`GLASS_OD`) puts white glass (255) at OD 0 and clips black to one grey
+    level; torchstain's Macenko uses ``-ln((I + 1) / 240)`` (:data:`MACENKO_OD`).
+    """
+
+    background: float | np.ndarray = 255.0  # intensity of glass (OD 0), one value or per channel
+    offset: float = 0.0  # added to every intensity before the log
+
+
+GLASS_OD = ODConvention()  # white glass (255) at OD 0
+
+
+def optical_density(rgb: np.ndarray, convention: ODConvention = GLASS_OD) -> np.ndarray:
+    """H×W×3 optical density (float64, natural log) of an RGB image under ``convention``."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected an H×W×3 RGB image, got shape {rgb.shape}")
+    intensity = np.maximum(rgb.astype(np.float64) + convention.offset, 1.0)
+    return -np.log(intensity / convention.background)
+
+
+def tissue_mask(
+    rgb: np.ndarray,
+    threshold: float = TISSUE_OD,
+    every_channel: bool = False,
+    convention: ODConvention = GLASS_OD,
+) -> np.ndarray:
+    """Pixels that hold stain, not glass: summed optical density at least ``threshold``, or, with
+    ``every_channel``, each channel's (Macenko's rule, with its ``beta`` and convention)."""
+    od = optical_density(rgb, convention)
+    return (od >= threshold).all(axis=-1) if every_channel else od.sum(axis=-1) >= threshold
+
+
+def hed_densities(rgb: np.ndarray) -> np.ndarray:
+    """H×W×3 stain densities (haematoxylin, eosin, DAB) of an RGB image: Ruifrok-Johnston colour
+    deconvolution of :func:`optical_density` (for one image the batched torch
+    :func:`rgb_to_hed` costs more in overhead than in arithmetic).
+
+    H&E holds no DAB: the third density is what the fixed H and E vectors do not explain (on
+    the synthetic tier, whose eosin is Macenko's and not Ruifrok's, much of the eosin)."""
+    return optical_density(rgb) @ _UNMIX_HED
+
+
+# --- the same on batches of torch tensors -------------------------------------------------------
+# For batches of float images in [0, 1] that lie on the device, as in augmentation: NumPy would
+# copy them to the host and back. Same convention as optical_density's default (glass at OD 0).
 
 
 def rgb_to_od(rgb: torch.Tensor) -> torch.Tensor:
@@ -71,13 +131,13 @@ def hed_to_rgb(hed: torch.Tensor, stains: torch.Tensor = RUIFROK_HED) -> torch.T
 MACENKO_IO = 240.0
 MACENKO_ALPHA = 1.0
 MACENKO_BETA = 0.15
+MACENKO_OD = ODConvention(background=MACENKO_IO, offset=1.0)
 ESTIMATION_PIXELS = 256 * 256  # stain vectors are estimated on at most this many pixels
 MIN_TISSUE_FRACTION = 0.02  # below this share of tissue pixels (or …
 MIN_TISSUE_PIXELS = 200  # … this many) a tile is treated as glass: no estimate
 NORMALISER_FILE = "stain_norm.json"
-# torchstain's default reference (HERef, maxCRef): Macenko's vectors for a typical H&E slide.
+# torchstain's default reference vectors (HERef): Macenko's for a typical H&E slide.
 MACENKO_REFERENCE = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
-MACENKO_REFERENCE_MAX_CONC = np.array([1.9705, 1.0308])
 
 
 class StainEstimationError(ValueError):
@@ -119,18 +179,6 @@ class StainStats:
 STAT_COLUMNS = ("h_r", "h_g", "h_b", "e_r", "e_g", "e_b", "max_h", "max_e")
 
 
-def image_od(image: np.ndarray, io: float = MACENKO_IO) -> np.ndarray:
-    """Optical density (H×W×3 float64) of a uint8 RGB tile, torchstain's convention."""
-    return -np.log((np.asarray(image, dtype=np.float64) + 1.0) / io)
-
-
-def tissue_mask(
-    image: np.ndarray, io: float = MACENKO_IO, beta: float = MACENKO_BETA
-) -> np.ndarray:
-    """Pixels Macenko counts as stained tissue: every channel's optical density ≥ ``beta``."""
-    return (image_od(image, io) >= beta).all(axis=-1)
-
-
 def _apply(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows @ matrix.T`` for N×k rows (einsum: NumPy's matmul is ten times slower here)."""
     return np.einsum("nk,mk->nm", rows, matrix)
@@ -164,7 +212,7 @@ def estimate_stains(
     view = _check_rgb(image)
     view = estimation_view(view, max_pixels)
     label = name or f"tile {image.shape[1]}×{image.shape[0]}"
-    tissue = tissue_mask(view)
+    tissue = tissue_mask(view, MACENKO_BETA, every_channel=True, convention=MACENKO_OD)
     fraction = float(tissue.mean())
     if tissue.sum() < MIN_TISSUE_PIXELS or fraction < MIN_TISSUE_FRACTION:
         raise StainEstimationError(
@@ -185,7 +233,7 @@ def estimate_stains(
     stains = stains / np.linalg.norm(stains, axis=0, keepdims=True)
     if abs(float(stains[:, 0] @ stains[:, 1])) > 0.999:
         raise StainEstimationError(f"{label}: haematoxylin and eosin vectors coincide")
-    conc = _apply(np.linalg.pinv(stains), image_od(view).reshape(-1, 3))
+    conc = _apply(np.linalg.pinv(stains), optical_density(view, MACENKO_OD).reshape(-1, 3))
     max_conc = np.percentile(conc, 99, axis=0)
     if not (np.isfinite(max_conc).all() and (max_conc > 1e-6).all()):
         raise StainEstimationError(f"{label}: no positive stain concentration")
@@ -220,7 +268,9 @@ class MacenkoNormaliser:
             warnings.warn(f"stain normalisation skipped, tile left unchanged: {err}", stacklevel=2)
             return image
         height, width, _ = image.shape
-        conc = _apply(np.linalg.pinv(source.stains), image_od(image).reshape(-1, 3))
+        conc = _apply(
+            np.linalg.pinv(source.stains), optical_density(image, MACENKO_OD).reshape(-1, 3)
+        )
         conc *= self.reference.max_conc / source.max_conc
         out = MACENKO_IO * np.exp(-_apply(self.reference.stains, conc))
         return np.clip(out, 0, 255).astype(np.uint8).reshape(height, width, 3)

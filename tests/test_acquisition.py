@@ -21,6 +21,9 @@ from cosas_tutorial.data.acquisition import (
 )
 
 CLEAN_REFERENCE = dataclasses.replace(REFERENCE, blur_sigma=0.0, noise_std=0.0)
+TRAINING_SCANNERS = ("3d-1000", "kfbio-400", "teksqray-600p")
+UNSEEN_SCANNERS = ("3d-250", "leica-450", "motic")
+PARAMETERS = tuple(REFERENCE.parameters())
 
 
 def _flat(h: float, e: float, size: int = 16) -> np.ndarray:
@@ -90,9 +93,31 @@ def test_scanner_moves_steadily_away_from_reference():
         assert distances[0] == 0
         assert distances[1] < distances[2] < distances[3], (name, distances)
         assert distances[3] > 5, (name, distances)
-    assert (
-        scanner("motic", 1.0).blur_sigma > scanner("motic", 0.5).blur_sigma > REFERENCE.blur_sigma
-    )
+
+
+def test_towards_moves_every_parameter_part_way():
+    full = scanner("motic", 1.0).parameters()
+    half = scanner("motic", 0.5).parameters()
+    start = REFERENCE.parameters()
+    assert PARAMETERS == (
+        "H_R", "H_G", "H_B", "E_R", "E_G", "E_B", "gamma_R", "gamma_G", "gamma_B",
+        "white_R", "white_G", "white_B", "blur_sigma", "noise_std", "jpeg_quality",
+    )  # fmt: skip
+    for name in PARAMETERS:
+        assert half[name] == pytest.approx((start[name] + full[name]) / 2, abs=0.01), name
+        assert half[name] != pytest.approx(start[name], abs=1e-4), name
+    assert REFERENCE.jpeg_quality is None and scanner("motic", 0.5).jpeg_quality == 75
+    with pytest.raises(ValueError, match="shift"):
+        REFERENCE.towards(scanner("motic", 1.0), 1.2)
+
+
+@pytest.mark.parametrize("parameter", PARAMETERS)
+def test_unseen_scanners_lie_outside_the_training_range(parameter):
+    """No unseen scanner can be reached by interpolating between training scanners."""
+    training = [scanner(name, 1.0).parameters()[parameter] for name in TRAINING_SCANNERS]
+    for name in UNSEEN_SCANNERS:
+        value = scanner(name, 1.0).parameters()[parameter]
+        assert not min(training) <= value <= max(training), (name, value, training)
 
 
 def test_render_white_where_no_stain_darker_with_more_stain():

@@ -32,15 +32,6 @@ def _two_stain_tile(stain_od: np.ndarray, seed: int = 0) -> np.ndarray:
     return render(conc, acq, rng)
 
 
-def test_optical_density_and_tissue_mask():
-    image = np.full((4, 4, 3), 255, np.uint8)
-    image[:2] = (80, 40, 120)
-    od = analysis.optical_density(image)
-    assert od[3, 3] == pytest.approx([0, 0, 0])
-    assert od[0, 0, 1] == pytest.approx(-math.log(40 / 255), rel=1e-5)
-    assert analysis.tissue_mask(image).tolist() == [[True] * 4] * 2 + [[False] * 4] * 2
-
-
 def test_colour_stats_averages_tissue_only():
     image = np.full((10, 10, 3), 255, np.uint8)
     image[:5] = (100, 50, 150)  # glass elsewhere is ignored

@@ -266,6 +266,9 @@ def test_03_standard_training(book_out, installed_book):
         run = book_out / "experiment" / f"{task}-standard"
         assert (run / "run.json").is_file() and (run / "fold0" / "model.pt").is_file()
     text = text_output(notebook)
+    # the chapter's written-out training loop is fit's computation (same batches, rates, losses)
+    gap = float(text.split("largest loss difference from fit: ")[1].split()[0])
+    assert gap < 1e-5
     assert "the hardest held-out domain is" in text  # leave-one-domain-out, computed
     assert text.count("against the best trivial predictor") == 4  # 2 tasks × (CV, unseen)
 

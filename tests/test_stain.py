@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -34,6 +35,37 @@ def glass_tile(size=96, tissue_pixels=20, seed=0) -> np.ndarray:
     tile = np.clip(rng.normal(242, 3, (size, size, 3)), 0, 255).astype(np.uint8)
     tile.reshape(-1, 3)[:tissue_pixels] = (120, 60, 150)
     return tile
+
+
+def test_optical_density_and_tissue_mask_under_both_conventions():
+    image = np.full((4, 4, 3), 255, np.uint8)
+    image[:2] = (80, 40, 120)
+    image[2, 0] = (215, 250, 250)  # faint pink: optical density mostly in red
+    image[3, 0] = 0
+    od = stain.optical_density(image)
+    assert od[3, 3] == pytest.approx([0, 0, 0])
+    assert od[0, 0, 1] == pytest.approx(-math.log(40 / 255))
+    assert od[3, 0] == pytest.approx([math.log(255)] * 3)  # black clipped at one grey level
+    macenko = stain.optical_density(image, stain.MACENKO_OD)
+    assert macenko[0, 0] == pytest.approx(-np.log((np.array([80, 40, 120]) + 1) / 240))
+    stained = np.zeros((4, 4), bool)
+    stained[:2], stained[3, 0] = True, True
+    assert np.array_equal(stain.tissue_mask(image), stained)
+    # A lower threshold takes the faint pixel in; Macenko's rule wants every channel stained.
+    assert stain.tissue_mask(image, threshold=0.15)[2, 0]
+    macenko_mask = stain.tissue_mask(
+        image, stain.MACENKO_BETA, every_channel=True, convention=stain.MACENKO_OD
+    )
+    assert np.array_equal(macenko_mask, stained)
+    with pytest.raises(ValueError, match="RGB"):
+        stain.optical_density(np.zeros((4, 4)))
+
+
+def test_numpy_hed_matches_the_torch_unmixing(real_tiles):
+    tile = real_tiles["glas-colon"][0]
+    x = torch.from_numpy(np.maximum(tile, 1)).permute(2, 0, 1)[None].double() / 255
+    expected = stain.rgb_to_hed(x)[0].permute(1, 2, 0).numpy()
+    assert np.abs(stain.hed_densities(tile) - expected).max() < 1e-6
 
 
 def test_hed_round_trip_is_exact_on_real_tiles(real_tiles):

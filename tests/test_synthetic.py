@@ -12,17 +12,23 @@ from PIL import Image
 from scipy.stats import rankdata
 
 from cosas_tutorial.data import synthetic
-from cosas_tutorial.data.acquisition import REFERENCE
+from cosas_tutorial.data.acquisition import REFERENCE, scanner
+from cosas_tutorial.data.drawing import Nuclei
 from cosas_tutorial.data.layout import TEST_DIR, TRAIN_DIR
 from cosas_tutorial.data.synthetic import (
+    BREAST,
     DOMAINS,
     ORGAN_DOMAINS,
+    ORGAN_LAB,
+    ORGANS,
     SCANNER_DOMAINS,
+    SPLITS,
     domain_profile,
     generate,
     synthesize,
     tile_id,
 )
+from cosas_tutorial.data.tissue import BreastCarcinoma, GlandularCarcinoma
 
 
 def _od(rgb: np.ndarray) -> np.ndarray:
@@ -58,7 +64,8 @@ def test_tile_is_rgb_with_binary_mask_and_looks_like_h_and_e():
     assert set(np.unique(mask)) <= {0, 255}
     for task, domains in DOMAINS.items():
         for domain in domains["train"] + domains["test"]:
-            image, _ = synthesize(task, domain, 1, size=96, shift=1.0, seed=0)
+            tiles = [synthesize(task, domain, i, size=96, shift=1.0, seed=0)[0] for i in range(4)]
+            image = np.concatenate(tiles)
             tissue = image[image.sum(axis=2) < 600].astype(float)  # not glass or lumen
             red, green, blue = tissue.mean(axis=0)
             assert green < red and green < blue, (domain, red, green, blue)  # pink/purple
@@ -92,6 +99,9 @@ def test_tumour_is_crowded_with_nuclei_but_not_a_single_colour(task, domain):
 
 def test_layout_on_disk(small_tree):
     manifest = json.loads((small_tree / "synthetic.json").read_text())
+    profiles = manifest["profiles"]
+    assert profiles["task2/motic"]["morphology"]["tumour"]["recipe"] == "BreastCarcinoma"
+    assert profiles["task1/duodenum"]["morphology"]["tumour"]["recipe"] == "GlandularCarcinoma"
     assert manifest["parameters"] == {
         "tiles": 2, "size": 64, "shift": 0.5, "seed": 3, "tasks": ["task1", "task2"],
         "version": synthetic.GENERATOR_VERSION,
@@ -142,8 +152,72 @@ def test_shift_zero_gives_every_domain_the_same_parameters():
     for task, domains in DOMAINS.items():
         profiles = [domain_profile(task, d, 0.0) for d in domains["train"] + domains["test"]]
         assert all(p == profiles[0] for p in profiles)
-        assert profiles[0][1] == REFERENCE
         assert domain_profile(task, domains["train"][0], 1.0) != profiles[0]
+    assert domain_profile("task1", "colorectum", 0.0)[1] == ORGAN_LAB != REFERENCE
+    assert domain_profile("task2", "motic", 0.0)[1] == REFERENCE
+
+
+def _all_domains(task: str) -> tuple[str, ...]:
+    return DOMAINS[task]["train"] + DOMAINS[task]["test"]
+
+
+def test_task1_scanners_are_their_own_and_close_together():
+    for shift in (0.0, 0.5, 1.0):
+        task2 = {REFERENCE, *(scanner(name, shift) for name in _all_domains("task2"))}
+        task1 = [domain_profile("task1", organ, shift)[1] for organ in _all_domains("task1")]
+        assert not task2 & set(task1), shift
+    task1 = [domain_profile("task1", organ, 1.0)[1] for organ in _all_domains("task1")]
+    assert len(set(task1)) == 5  # one scanner per organ
+    training_scanners = [scanner(name, 1.0) for name in DOMAINS["task2"]["train"]]
+    for parameter in REFERENCE.parameters():
+        organs = [acq.parameters()[parameter] for acq in task1]
+        scanners = [acq.parameters()[parameter] for acq in training_scanners]
+        assert np.ptp(organs) <= np.ptp(scanners) / 3, parameter
+
+
+def _nearest(value: float, profiles: list[dict], parameter: str) -> float:
+    return min(abs(value - profile[parameter]) for profile in profiles)
+
+
+@pytest.mark.parametrize("shift", [0.25, 0.5, 1.0])
+def test_the_other_task_never_stands_closer_to_an_unseen_domain(shift):
+    """Per acquisition parameter: union and cross-task training add tiles from the other task,
+    whose scanners must preview no unseen domain better than the task's own training domains."""
+    scanners = {
+        (task, split): [
+            domain_profile(task, d, shift)[1].parameters() for d in DOMAINS[task][split]
+        ]
+        for task in DOMAINS
+        for split in SPLITS
+    }
+    task1 = scanners["task1", "train"] + scanners["task1", "test"]
+    for parameter in REFERENCE.parameters():
+        for unseen, own, other in (
+            (scanners["task2", "test"], scanners["task2", "train"], task1),
+            (scanners["task1", "test"], scanners["task1", "train"], scanners["task2", "train"]),
+        ):
+            for value in (profile[parameter] for profile in unseen):
+                nearest = _nearest(value, own, parameter)
+                assert _nearest(value, other, parameter) >= nearest, (parameter, value)
+
+
+def test_breast_tumour_has_its_own_recipe():
+    assert all(isinstance(ORGANS[o].tumour, GlandularCarcinoma) for o in _all_domains("task1"))
+    assert isinstance(BREAST.tumour, BreastCarcinoma)
+    assert all(domain_profile("task2", d, 1.0)[0] == BREAST for d in _all_domains("task2"))
+    region = np.ones((256, 256), bool)
+    shapes = {}
+    for recipe in (ORGANS["colorectum"].tumour, BREAST.tumour):
+        rng = np.random.default_rng(0)
+        glands = recipe.glands(rng, 256, region)
+        nuclei = Nuclei()
+        recipe.nuclei(rng, glands, 2.3, nuclei)
+        axes = np.concatenate(nuclei.parts)[:, 2:4]
+        shapes[type(recipe)] = (glands, np.median(axes[:, 0] / axes[:, 1]))
+    glands, elongation = shapes[GlandularCarcinoma]
+    assert glands.aspect.max() < 2 and glands.hollow().mean() > 0.5 and elongation > 1.5
+    glands, elongation = shapes[BreastCarcinoma]  # solid nests and cords, few tubules
+    assert glands.aspect.max() > 4 and glands.hollow().mean() < 0.5 and elongation < 1.2
 
 
 def _spread(features) -> float:

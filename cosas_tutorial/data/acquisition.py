@@ -7,6 +7,11 @@ optics blur the image, the camera applies a colour response (per-channel gamma) 
 and the file is JPEG-compressed. Scanners differ in every one of these steps, which is what the
 cross-scanner task of COSAS is about.
 
+The scanners of task 2 (:data:`SCANNERS`, :func:`scanner`) are profiles around
+:data:`REFERENCE`. Compared parameter by parameter (:meth:`Acquisition.parameters`), each unseen
+scanner lies outside the range of the three training scanners on every parameter, so no
+strategy reaches it by interpolating between training scanners.
+
 The same model works backwards on real tiles: :func:`unmix` recovers concentrations with the
 reference H&E matrix (colour deconvolution) and :func:`reacquire` re-renders them through another
 scanner, which simulates scanner shift on real tissue.
@@ -75,6 +80,46 @@ class Acquisition:
         return hash((self.stain_od.tobytes(), self.gamma, self.blur_sigma, self.noise_std,
                      self.jpeg_quality, self.white))  # fmt: skip
 
+    @classmethod
+    def with_stains(cls, h, e, **settings) -> Acquisition:
+        """An acquisition whose stain matrix is :func:`stain_matrix` of the H and E vectors."""
+        return cls(stain_od=stain_matrix(h, e), **settings)
+
+    def parameters(self) -> dict[str, float]:
+        """One number per parameter, by name: H and E vectors, gamma and white per channel (R, G,
+        B), blur, noise and JPEG quality (lossless counts as 100). Profiles are interpolated,
+        and compared in the tests, parameter by parameter."""
+        per_channel = {"H": self.stain_od[0], "E": self.stain_od[1], "gamma": self.gamma,
+                       "white": self.white}  # fmt: skip
+        return {
+            **{f"{name}_{c}": float(v) for name, values in per_channel.items()
+               for c, v in zip("RGB", values)},
+            "blur_sigma": self.blur_sigma,
+            "noise_std": self.noise_std,
+            "jpeg_quality": 100.0 if self.jpeg_quality is None else float(self.jpeg_quality),
+        }  # fmt: skip
+
+    def towards(self, other: Acquisition, shift: float) -> Acquisition:
+        """Every parameter moved ``shift`` (0..1) of the way to ``other``'s: ``shift=0`` gives
+        self, ``shift=1`` other. The stain vectors are renormalised, and JPEG stays off only
+        where both are lossless."""
+        if not 0.0 <= shift <= 1.0:
+            raise ValueError(f"shift must be in [0, 1], got {shift}")
+        if shift in (0.0, 1.0):
+            return other if shift else self
+        mine, theirs = self.parameters(), other.parameters()
+        p = {name: (1.0 - shift) * mine[name] + shift * theirs[name] for name in mine}
+        lossless = self.jpeg_quality is None and other.jpeg_quality is None
+        return Acquisition.with_stains(
+            h=[p[f"H_{c}"] for c in "RGB"],
+            e=[p[f"E_{c}"] for c in "RGB"],
+            gamma=[p[f"gamma_{c}"] for c in "RGB"],
+            blur_sigma=p["blur_sigma"],
+            noise_std=p["noise_std"],
+            jpeg_quality=None if lossless else round(p["jpeg_quality"]),
+            white=[p[f"white_{c}"] for c in "RGB"],
+        )
+
     def to_dict(self) -> dict:
         """JSON-friendly description (for run records and ``synthetic.json``)."""
         return {
@@ -94,9 +139,10 @@ MACENKO_E = (0.2159, 0.8012, 0.5581)
 
 # The reference scanner renders with Ruifrok-Johnston haematoxylin and Macenko's eosin: Ruifrok's
 # eosin vector (0.072, 0.990, 0.105) absorbs almost no blue and renders stroma magenta rather than
-# H&E pink.
-REFERENCE = Acquisition(
-    stain_od=stain_matrix(RUIFROK_H, MACENKO_E),
+# H&E pink. It is where every task-2 scanner lies at shift 0, and the matrix :func:`unmix` assumes.
+REFERENCE = Acquisition.with_stains(
+    h=RUIFROK_H,
+    e=MACENKO_E,
     gamma=(1.0, 1.0, 1.0),
     blur_sigma=0.5,
     noise_std=0.008,
@@ -104,65 +150,49 @@ REFERENCE = Acquisition(
     white=(0.96, 0.96, 0.96),
 )
 
-# Each scanner at full shift (shift=1). Names follow COSAS: the training scanners of task 2 and
-# the unseen test scanners. The numbers are made up to give plausible, clearly different looks
-# (cool/violet, warm/pink, pale/low-contrast, yellowish, blurry/noisy), not measured on devices.
+# Each task-2 scanner at full shift (shift=1). Names follow COSAS: the training scanners of task 2
+# and the unseen test scanners. The numbers are made up, not measured on devices: plausible,
+# clearly different looks laid out on every parameter in one order, from one side to the other:
+# task 1's scanners (data.synthetic.ORGAN_SCANNERS), REFERENCE and the training scanners in any
+# order, then the unseen scanners, beyond every training scanner. The unseen ones absorb less red
+# and more green and blue in H, more red and blue and less green in E; they have a higher gamma,
+# a redder and less green and blue white, and more blur, noise and compression.
 _SCANNERS_AT_FULL_SHIFT = {
-    "3d-1000": dict(
-        h=(0.58, 0.74, 0.34), e=(0.30, 0.76, 0.58), gamma=(0.95, 1.0, 0.85),
-        blur_sigma=0.7, noise_std=0.012, jpeg_quality=80, white=(0.94, 0.95, 0.99),
+    "3d-1000": Acquisition.with_stains(
+        h=(0.62, 0.71, 0.33), e=(0.25, 0.78, 0.575), gamma=(1.07, 0.97, 0.95),
+        blur_sigma=0.7, noise_std=0.012, jpeg_quality=85, white=(0.95, 0.95, 0.975),
     ),
-    "kfbio-400": dict(
-        h=(0.74, 0.64, 0.21), e=(0.10, 0.88, 0.46), gamma=(0.9, 1.05, 1.0),
-        blur_sigma=1.1, noise_std=0.018, jpeg_quality=70, white=(0.99, 0.95, 0.92),
+    "kfbio-400": Acquisition.with_stains(
+        h=(0.675, 0.69, 0.27), e=(0.19, 0.825, 0.53), gamma=(0.95, 1.08, 1.04),
+        blur_sigma=1.0, noise_std=0.018, jpeg_quality=75, white=(0.97, 0.96, 0.93),
     ),
-    "teksqray-600p": dict(
-        h=(0.62, 0.72, 0.31), e=(0.22, 0.84, 0.50), gamma=(0.72, 0.70, 0.75),
-        blur_sigma=0.5, noise_std=0.028, jpeg_quality=60, white=(0.93, 0.96, 0.97),
+    "teksqray-600p": Acquisition.with_stains(
+        h=(0.665, 0.68, 0.325), e=(0.23, 0.79, 0.56), gamma=(0.93, 0.94, 0.97),
+        blur_sigma=0.55, noise_std=0.022, jpeg_quality=65, white=(0.955, 0.97, 0.95),
     ),
-    "3d-250": dict(
-        h=(0.60, 0.74, 0.30), e=(0.28, 0.78, 0.56), gamma=(1.05, 1.1, 0.92),
-        blur_sigma=0.9, noise_std=0.015, jpeg_quality=75, white=(0.95, 0.94, 0.98),
+    "3d-250": Acquisition.with_stains(
+        h=(0.58, 0.74, 0.35), e=(0.29, 0.75, 0.595), gamma=(1.1, 1.11, 1.07),
+        blur_sigma=1.2, noise_std=0.026, jpeg_quality=60, white=(0.975, 0.945, 0.92),
     ),
-    "leica-450": dict(
-        h=(0.70, 0.69, 0.20), e=(0.15, 0.85, 0.50), gamma=(0.92, 0.95, 1.15),
-        blur_sigma=0.4, noise_std=0.010, jpeg_quality=90, white=(0.98, 0.97, 0.88),
+    "leica-450": Acquisition.with_stains(
+        h=(0.59, 0.745, 0.34), e=(0.32, 0.74, 0.59), gamma=(1.09, 1.1, 1.12),
+        blur_sigma=1.35, noise_std=0.03, jpeg_quality=55, white=(0.98, 0.94, 0.9),
     ),
-    "motic": dict(
-        h=(0.52, 0.78, 0.36), e=(0.32, 0.74, 0.59), gamma=(1.2, 1.2, 1.1),
-        blur_sigma=1.6, noise_std=0.030, jpeg_quality=65, white=(0.96, 0.93, 0.98),
+    "motic": Acquisition.with_stains(
+        h=(0.55, 0.76, 0.36), e=(0.27, 0.76, 0.59), gamma=(1.12, 1.11, 1.07),
+        blur_sigma=1.5, noise_std=0.034, jpeg_quality=50, white=(0.978, 0.942, 0.915),
     ),
 }  # fmt: skip
 SCANNERS = tuple(_SCANNERS_AT_FULL_SHIFT)
 
 
 def scanner(name: str, shift: float) -> Acquisition:
-    """The acquisition of scanner ``name`` moved ``shift`` (0..1) of the way from REFERENCE.
-
-    ``shift=0`` gives REFERENCE for every scanner (no scanner shift at all); ``shift=1`` the full
-    profile. Stain vectors, gamma, blur, noise, white point and JPEG quality are interpolated.
-    """
+    """The acquisition of task-2 scanner ``name`` moved ``shift`` (0..1) of the way from
+    REFERENCE: ``shift=0`` gives REFERENCE for every scanner (no scanner shift at all),
+    ``shift=1`` the full profile (:meth:`Acquisition.towards`)."""
     if name not in _SCANNERS_AT_FULL_SHIFT:
         raise ValueError(f"unknown scanner {name!r}; known: {', '.join(SCANNERS)}")
-    if not 0.0 <= shift <= 1.0:
-        raise ValueError(f"shift must be in [0, 1], got {shift}")
-    if shift == 0:
-        return REFERENCE
-    full = _SCANNERS_AT_FULL_SHIFT[name]
-
-    def lerp(reference, target):
-        return (1.0 - shift) * np.asarray(reference, float) + shift * np.asarray(target, float)
-
-    quality = full["jpeg_quality"]
-    return Acquisition(
-        stain_od=stain_matrix(lerp(REFERENCE.stain_od[0], _unit(full["h"])),
-                              lerp(REFERENCE.stain_od[1], _unit(full["e"]))),
-        gamma=tuple(lerp(REFERENCE.gamma, full["gamma"])),
-        blur_sigma=float(lerp(REFERENCE.blur_sigma, full["blur_sigma"])),
-        noise_std=float(lerp(REFERENCE.noise_std, full["noise_std"])),
-        jpeg_quality=None if quality is None else int(round(100 - shift * (100 - quality))),
-        white=tuple(lerp(REFERENCE.white, full["white"])),
-    )  # fmt: skip
+    return REFERENCE.towards(_SCANNERS_AT_FULL_SHIFT[name], shift)
 
 
 def render(concentrations: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
@@ -198,18 +228,21 @@ def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
 def unmix(rgb: np.ndarray, acq: Acquisition = REFERENCE) -> np.ndarray:
     """Colour deconvolution: uint8 RGB -> HxWx3 float32 densities (H, E, residual) under ``acq``.
 
-    The inverse of :func:`render` without blur, noise and JPEG. skimage's ``rgb2hed`` does the
-    same for a fixed white of 1.0, natural-log densities and DAB as third stain; scikit-image is
-    not a dependency of this package and the inverse must match our own white point and gamma,
-    so the few lines are written here.
+    The inverse of :func:`render` without blur, noise and JPEG: the decadic optical density
+    against the scanner's white, after undoing its colour response ``I ** gamma``. That is the
+    natural-log :func:`~cosas_tutorial.stain.optical_density` against glass at
+    ``255 * white ** gamma``, divided by ``gamma * ln 10``.
     """
+    # Imported here: the synthetic generator renders without loading torch, which stain needs.
+    from cosas_tutorial.stain import ODConvention, optical_density
+
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    intensity = np.maximum(rgb.astype(np.float32), 0.5) / np.float32(255.0)
-    intensity = intensity ** (1.0 / np.asarray(acq.gamma, np.float32))
-    od = -np.log10(intensity / np.asarray(acq.white, np.float32))
-    return od @ np.linalg.inv(acq.stain_od).astype(np.float32)
+    gamma, white = np.asarray(acq.gamma), np.asarray(acq.white)
+    glass = ODConvention(background=255.0 * white**gamma)
+    od = optical_density(rgb, glass) / (gamma * np.log(10.0))
+    return (od @ np.linalg.inv(acq.stain_od)).astype(np.float32)
 
 
 def reacquire(rgb: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:

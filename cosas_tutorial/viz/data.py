@@ -121,7 +121,7 @@ def plot_channel_histograms(
 ) -> Figure:
     """Pixel distributions per domain over tissue pixels: one panel per channel (R, G, B, or the
     haematoxylin, eosin and DAB densities of colour deconvolution), one line per domain."""
-    from ..analysis import hed, tissue_mask
+    from ..stain import hed_densities, tissue_mask
 
     if space not in ("rgb", "hed"):
         raise ValueError(f"space must be 'rgb' or 'hed', got {space!r}")
@@ -129,7 +129,7 @@ def plot_channel_histograms(
     for domain, images in images_by_domain.items():
         chunks = []
         for image in images:
-            values = image.astype(np.float32) if space == "rgb" else hed(image)
+            values = image.astype(np.float32) if space == "rgb" else hed_densities(image)
             chunks.append(values[tissue_mask(image)])
         pixels[domain] = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
     names = (

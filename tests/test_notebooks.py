@@ -285,7 +285,7 @@ def test_04_union_training(book_out, installed_book):
 
 def test_05_cross_task_pretraining(book_out, installed_book):
     notebook = run_notebook("05_cross_task_pretraining", book_out, installed_book, PROGRESS=False)
-    assert_figures(book_out, "05_training_curves", "05_scores")
+    assert_figures(book_out, "05_training_curves", "05_scores", "05_strategy_masks")
     runs = _experiment_runs(book_out)
     for task in ("task1", "task2"):
         for strategy in ("standard", "union", "cross-task", "all-tumour", "all-background"):
@@ -293,6 +293,12 @@ def test_05_cross_task_pretraining(book_out, installed_book):
     records = read_jsonl(book_out / "experiment" / "results.jsonl")
     stages = {h["stage"] for r in records if r["strategy"] == "cross-task" for h in r["history"]}
     assert stages == {"pretrain", "finetune"}
+    # the strategy of exercise 2 (its solution, then its check) ran into a folder of its own
+    mine = read_jsonl(book_out / "union-finetune" / "results.jsonl")
+    assert {(r["task"], r["strategy"]) for r in mine if r["fold"] >= 0} == {
+        ("task1", "union-finetune")
+    }
+    assert {h["stage"] for r in mine for h in r["history"]} == {"union", "finetune"}
     text = text_output(notebook)
     assert "Galdran 2024 (published)" in text and "challenge winner" in text
     assert "pretrain loss" in text and "fine-tune loss" in text

@@ -118,6 +118,7 @@ def installed_book(tmp_path_factory) -> InstalledBook:
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "cosas-tutorial (installed wheel)",
         "language": "python",
+        "env": {"PYTHONPATH": ""},  # a developer's PYTHONPATH could hold the checkout
     }
     (kernels / "kernel.json").write_text(json.dumps(spec))
     book = copy_sources(BOOK, work / "book")

@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/cosas data synthetic $(DEMO_DATA) --tiles 24 --size 256 --shift 0.5 --seed 0
 	rm -rf $(DEMO_OUT)  # the demo's own output folder, rebuilt on every run
-	time $(BIN)/cosas experiment --data $(DEMO_DATA) --profile cpu --out $(DEMO_OUT)
+	time $(BIN)/cosas experiment --data $(DEMO_DATA) --profile cpu --protocol lodo --out $(DEMO_OUT)
 
 # The checks of .pre-commit-config.yaml, without fixing anything (the hooks fix).
 NOTEBOOKS := $(wildcard book/*.ipynb)

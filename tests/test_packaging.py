@@ -131,3 +131,17 @@ def test_the_chapters_kernel_imports_the_wheel_not_the_checkout(installed_book):
     assert str(ROOT) not in path and "" not in path[1:]
     holders = [entry for entry in path if entry and Path(entry, "cosas_tutorial").is_dir()]
     assert holders == [str(Path(location).parent.parent)]  # the wheel's copy only
+
+
+def test_modules_keep_to_one_job_and_their_own_names():
+    """No module of the package grows past 500 lines, and none imports another's private
+    (underscored) names: what two modules share is public."""
+    for path in (ROOT / "cosas_tutorial").rglob("*.py"):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 500, f"{path.relative_to(ROOT)}: {lines} lines"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or node.module.startswith("cosas")):
+                private = [
+                    a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"
+                ]
+                assert not private, f"{path.relative_to(ROOT)} imports private {private}"

@@ -145,3 +145,15 @@ def test_modules_keep_to_one_job_and_their_own_names():
                     a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"
                 ]
                 assert not private, f"{path.relative_to(ROOT)} imports private {private}"
+
+
+def test_the_public_names_resolve_and_cost_nothing_to_import():
+    import cosas_tutorial
+
+    for name in cosas_tutorial.EXPORTS:
+        assert getattr(cosas_tutorial, name) is not None, name
+    probe = "import sys, cosas_tutorial; print('torch' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert loaded == "False"  # `cosas data …` and the release tools need no PyTorch

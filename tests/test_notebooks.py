@@ -568,8 +568,9 @@ def test_09_stain_and_tta(book_out, installed_book):
     assert "glass-only.png" in text and "unchanged: True" in text
     # what the small profiles keep of the ablation, said before it runs
     assert (
-        "ablation on synthetic: 3 of 6 tiles per domain; open-tissue: held out "
-        "['glas-colon', 'ocdc-oral'] of 5 sources, 3 tiles per source, 1 of 2 epochs" in text
+        "ablation on synthetic: standard, cross-task, 3 of 6 tiles per domain; open-tissue: "
+        "held out ['glas-colon', 'ocdc-oral'] of 5 sources, 3 tiles per source, 1 of 2 epochs"
+        in text
     )
 
     # synthetic tier, cv with held-out scanners: the whole grid, TTA off and on, both baselines

@@ -131,6 +131,18 @@ def test_pages_show_the_chapters_parameters_not_the_builds(built_book):
         assert "PROFILE" in text, f"{name}: the chapter's parameters cell is missing"
 
 
+def test_the_bibliography_lists_the_works_the_chapters_cite(built_book):
+    html = built_book["html"]
+    entries = (html / "bibliography.html").read_text(encoding="utf-8").count("doc-biblioentry")
+    assert entries >= 10, f"{entries} works in the bibliography"
+    citing = [
+        name
+        for name in built_book["executed"]
+        if "bibliography.html#" in (html / f"{name}.html").read_text(encoding="utf-8")
+    ]
+    assert len(citing) >= 5, f"chapters that cite a work: {citing}"
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The Chromium executable; the test fails (never skips) without one."""
@@ -170,7 +182,9 @@ def headless(chromium: str, url: str, *action: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize(
-    "page, title", [("index", BOOK_TITLE), (CHAPTER, CHAPTER_TITLE)], ids=["index", "chapter"]
+    "page, title",
+    [("index", BOOK_TITLE), (CHAPTER, CHAPTER_TITLE), ("bibliography", "References")],
+    ids=["index", "chapter", "bibliography"],
 )
 def test_pages_render_in_chromium(built_book, chromium, book_out, page, title):
     url = (built_book["html"] / f"{page}.html").as_uri()

@@ -393,6 +393,7 @@ def test_08_real_cosas(book_out, installed_book):
     notebook = run_notebook(
         "08_real_cosas",
         book_out,
+        installed_book,
         DATA=str(stand_in),
         STRATEGIES=["standard", "cross-task"],  # the ensemble exercise reads task1-cross-task
         TASKS=["task1"],

@@ -57,6 +57,32 @@ def blend(recipes: Sequence, weights: Sequence[float]):
     )
 
 
+def tumour_nuclei(
+    rng,
+    glands: Glands,
+    radius: float,
+    nuclei: Nuclei,
+    spacing: float,
+    size_sd: float,
+    elongation: tuple[float, float],
+    darkness: tuple[float, float],
+    vesicular: float,
+    angles,
+) -> None:
+    """Add the nuclei of a tumour recipe in the epithelium of ``glands``: log-normal sizes
+    around ``radius``, elongations drawn from ``elongation``, orientations from
+    ``angles(xy, owner, n)`` (degrees), darkness from ``darkness``, a ``vesicular`` share."""
+    owner, xy = glands.epithelial_points(rng, radius, spacing=spacing)
+    n = owner.size
+    size = radius * np.exp(rng.normal(0, size_sd, n))
+    elong = rng.uniform(*elongation, n)
+    orientation = angles(xy, owner, n)
+    nuclei.add(
+        xy, size * np.sqrt(elong), size / np.sqrt(elong), orientation,
+        rng.uniform(*darkness, n), rng.random(n) < vesicular,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class GlandularCarcinoma:
     """Adenocarcinoma of the gut and pancreas: crowded, irregular, fused or cribriform glands lined
@@ -107,15 +133,11 @@ class GlandularCarcinoma:
 
     def nuclei(self, rng, glands: Glands, nucleus_radius: float, nuclei: Nuclei) -> None:
         """Crowded, stratified, pleomorphic nuclei, long axes across the epithelium."""
-        radius = nucleus_radius * self.nucleus_scale
-        owner, xy = glands.epithelial_points(rng, radius, spacing=1.9)
-        n = owner.size
-        size = radius * np.exp(rng.normal(0, 0.22, n))
-        elong = rng.uniform(1.1, 2.1, n)
-        nuclei.add(
-            xy, size * np.sqrt(elong), size / np.sqrt(elong),
-            radial_degrees(xy, glands.centre[owner]) + rng.normal(0, 25, n),
-            rng.uniform(0.55, 1.0, n), rng.random(n) < 0.45,
+        tumour_nuclei(
+            rng, glands, nucleus_radius * self.nucleus_scale, nuclei, spacing=1.9, size_sd=0.22,
+            elongation=(1.1, 2.1), darkness=(0.55, 1.0), vesicular=0.45,
+            angles=lambda xy, owner, n: radial_degrees(xy, glands.centre[owner])
+            + rng.normal(0, 25, n),
         )  # fmt: skip
 
 
@@ -160,14 +182,10 @@ class BreastCarcinoma:
 
     def nuclei(self, rng, glands: Glands, nucleus_radius: float, nuclei: Nuclei) -> None:
         """Round-to-oval, mostly vesicular nuclei, evenly spread, randomly oriented."""
-        radius = nucleus_radius * self.nucleus_scale
-        owner, xy = glands.epithelial_points(rng, radius, spacing=1.6)
-        n = owner.size
-        size = radius * np.exp(rng.normal(0, 0.25, n))
-        elong = rng.uniform(1.0, 1.35, n)
-        nuclei.add(
-            xy, size * np.sqrt(elong), size / np.sqrt(elong), rng.uniform(0, 180, n),
-            rng.uniform(0.55, 0.9, n), rng.random(n) < 0.6,
+        tumour_nuclei(
+            rng, glands, nucleus_radius * self.nucleus_scale, nuclei, spacing=1.6, size_sd=0.25,
+            elongation=(1.0, 1.35), darkness=(0.55, 0.9), vesicular=0.6,
+            angles=lambda xy, owner, n: rng.uniform(0, 180, n),
         )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ def test_lodo_holds_out_each_training_domain_once(tiny_synthetic):
 
 
 def test_equal_steps_give_every_strategy_the_same_steps():
-    config = get_profile("cpu")  # 8 epochs × 30 steps
+    config = get_profile("cpu").replace(epochs=8, steps_per_epoch=30)
     mine, other = ["a"] * 10, ["b"] * 30
     for name, strategy in STRATEGIES.items():
         plan = plan_stages(strategy.stages(mine, other), config)

@@ -372,6 +372,19 @@ def test_05_cross_task_pretraining(book_out, installed_book):
     for task, a, b, n, _seeds, verdict in verdicts:
         assert int(n) == images[task]
         assert verdict in {f"{a} better", f"{b} better", "no clear difference"}, verdict
+    # under each task's verdicts: the better trivial predictor, and the strategies above it
+    from cosas_tutorial.results import overall_scores
+
+    overall = overall_scores(records)
+    for task in ("task1", "task2"):
+        unseen = overall[(overall["task"] == task) & (overall["split"] == "test")]
+        unseen = unseen.set_index("strategy")
+        above = [s for s in MODELS if unseen.loc[s, "margin"] > 0]
+        floor = unseen["best_trivial"].iloc[0]
+        assert (
+            f"{task}: the better trivial predictor scores {floor:.3f} on these images; "
+            f"above it: {', '.join(above) or 'no strategy'}"
+        ) in text
     assert "Galdran 2024 (published)" in text and "challenge winner" in text
     assert "not attributed here" in text
     assert "pretrain loss" in text and "fine-tune loss" in text

@@ -496,6 +496,14 @@ def test_07_shift_dial(book_out, installed_book):
     recorded = re.search(r"training recorded: ([\d.]+) (s|min) per seed for 6 models", text)
     assert recorded, "the chapter states the training time of one seed"
     assert re.search(r"3 seeds: about [\d.]+ (s|min) of training, [\d.]+ (s|min) more", text)
+    # a second seed: the first is read back, and the winner is read under each seed alone
+    notebook = run_notebook(
+        "07_shift_dial", book_out, installed_book, solutions=False, PROGRESS=False, SEEDS=2
+    )
+    text = text_output(notebook)
+    assert "seeds 0, 1 · profile ci" in text
+    winners = re.search(r"least loss under each seed alone: seed 0 (\S+), seed 1 (\S+)\n", text)
+    assert winners and {winners[1], winners[2]} <= {"standard", "union", "cross-task"}
 
 
 def test_08_real_cosas(book_out, installed_book, tmp_path):

@@ -254,7 +254,7 @@ def _dispatch(args) -> int:
 
 
 def _ablation(args) -> int:
-    from .ablation import TABLE_FILE, ablation_effects, ablation_table, run_ablation
+    from .ablation import ABLATION_FILE, TABLE_FILE, ablation_effects, ablation_table, run_ablation
 
     chosen = {"strategies": args.strategies, "stains": args.stains}
     records = run_ablation(
@@ -274,7 +274,7 @@ def _ablation(args) -> int:
     print(ablation_table(records).to_string(index=False))
     print()
     print(ablation_effects(records).to_string(index=False))
-    print(f"\nwrote {args.out / 'ablation.jsonl'}, {args.out / TABLE_FILE}")
+    print(f"\nwrote {args.out / ABLATION_FILE}, {args.out / TABLE_FILE}")
     return 0
 
 

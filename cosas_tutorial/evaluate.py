@@ -7,7 +7,7 @@ both empty scores Dice = IoU = 1; if only one of them is empty it scores 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,17 +37,6 @@ def image_scores(prediction: np.ndarray, target: np.ndarray) -> dict:
     """Dice, IoU and the COSAS score (Dice + IoU) / 2 of one image."""
     dice, iou = dice_iou(prediction, target)
     return {"dice": dice, "iou": iou, "score": (dice + iou) / 2}
-
-
-def summarise(rows: Iterable[dict], keys=("dice", "iou", "score")) -> dict:
-    """Mean and standard deviation over images of each metric, plus the image count."""
-    rows = list(rows)
-    out: dict = {"n": len(rows)}
-    for key in keys:
-        values = np.array([r[key] for r in rows], dtype=float)
-        out[f"{key}_mean"] = float(values.mean()) if len(values) else math.nan
-        out[f"{key}_std"] = float(values.std()) if len(values) else math.nan
-    return out
 
 
 def _window_weights(size: int, device) -> torch.Tensor:
@@ -212,11 +201,3 @@ def baseline_rows(samples: Sequence[Sample], kind: str) -> list[dict]:
             }
         )
     return rows
-
-
-def per_domain(rows: Sequence[dict]) -> dict[str, dict]:
-    """``summarise`` of the rows of each domain, and of all rows under "all"."""
-    domains = sorted({r["domain"] for r in rows})
-    out = {d: summarise(r for r in rows if r["domain"] == d) for d in domains}
-    out["all"] = summarise(rows)
-    return out

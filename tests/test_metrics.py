@@ -1,9 +1,7 @@
-import math
-
 import numpy as np
 import pytest
 
-from cosas_tutorial.evaluate import dice_iou, image_scores, per_domain, summarise
+from cosas_tutorial.evaluate import dice_iou, image_scores
 
 
 def masks(*rows):
@@ -37,16 +35,3 @@ def test_empty_mask_conventions():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ in shape"):
         dice_iou(np.zeros((2, 2)), np.zeros((2, 3)))
-
-
-def test_summaries_per_domain():
-    rows = [
-        {"domain": "a", "dice": 1.0, "iou": 1.0, "score": 1.0},
-        {"domain": "a", "dice": 0.0, "iou": 0.0, "score": 0.0},
-        {"domain": "b", "dice": 0.5, "iou": 1 / 3, "score": 5 / 12},
-    ]
-    table = per_domain(rows)
-    assert table["a"]["score_mean"] == 0.5 and table["a"]["score_std"] == 0.5
-    assert table["b"]["n"] == 1 and table["all"]["n"] == 3
-    assert table["all"]["dice_mean"] == pytest.approx(0.5)
-    assert math.isnan(summarise([])["score_mean"])

@@ -214,17 +214,6 @@ def score_table(
     return cell_table(frame, ["task", "strategy"], metric)
 
 
-def mean_scores(records: Sequence[dict], split: str, metric: str = "score") -> pd.DataFrame:
-    """Long table: task, strategy, domain, mean, std, n — for plots."""
-    frame = image_table(records)
-    frame = frame[frame["split"] == split]
-    return (
-        frame.groupby(["task", "strategy", "domain"])[metric]
-        .agg(mean="mean", std=lambda v: v.std(ddof=0), n="size")
-        .reset_index()
-    )
-
-
 # Published figures, for tables that put ours beside them (never computed here).
 # Galdran 2024 (arXiv 2410.07124): per-image Dice in %, mean ± std over images (None: not given).
 PAPER_DICE = {

@@ -83,11 +83,6 @@ def _cache_bytes(sizes: Sequence[tuple[int, int]]) -> int:
     return 4 * sum(h * w for h, w in sizes)
 
 
-def estimate_bytes(samples: Sequence[Sample], scale: float = 1.0) -> int:
-    """uint8 bytes the cache will take (image 3 channels + mask 1), from the image headers."""
-    return _cache_bytes(_sizes(samples, scale))
-
-
 def _decoded(
     samples: Sequence[Sample], scale: float, transform: ImageTransform | None, workers: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -44,6 +44,12 @@ EXPORTS = {
     "describe_runs": "results",
     "image_scores": "evaluate",
     "predict_tile": "evaluate",
+    "TASK_TITLES": "data.layout",
+    "other_task": "strategies",
+    "baseline_rows": "evaluate",
+    "image_means": "results",
+    "paired_verdicts": "results",
+    "paper_comparison": "results",
     "checking": "exercises",
 }
 __all__ = ["__version__", *EXPORTS]

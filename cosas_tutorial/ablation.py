@@ -37,6 +37,7 @@ from .results import (
     CV_COLUMN,
     append_records,
     cell_table,
+    describe_runs,
     image_table,
     ordered,
     read_records,
@@ -291,16 +292,12 @@ def ablation_effects(records: Sequence[dict], metric: str = "score") -> pd.DataF
 
 def ablation_markdown(records: Sequence[dict]) -> str:
     """``ablation.md``: the score table, the paired effects and the runs that did not learn."""
-    protocols = sorted({r.get("protocol", "cv") for r in records})
-    seeds = sorted({r["seed"] for r in records})
-    budgets = sorted({r["config"].get("budget", "equal-steps") for r in records})
     failed = runs_not_learnt(records)
     return (
         "# Stain handling × TTA × strategy on unseen domains\n\n"
         "COSAS score (Dice + IoU) / 2 per image, mean ± std over images: in-domain "
         "cross-validation (without TTA), then the unseen domains "
-        f"(protocol: {', '.join(protocols)}; budget: {', '.join(budgets)}; "
-        f"seeds: {', '.join(map(str, seeds))}).\n\n"
+        f"({describe_runs(records)}).\n\n"
         + ablation_table(records).to_markdown(index=False)
         + "\n\n## Paired per-image differences on unseen images\n\n"
         + ablation_effects(records).to_markdown(index=False)

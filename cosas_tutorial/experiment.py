@@ -18,6 +18,7 @@ Budget rules (``config.budget``) decide how many optimiser steps each stage take
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -207,12 +208,12 @@ def train_run(
     units = protocol_units(train, config, protocol, held_out)
     prepare_run_dir(run_dir, run_identity(task, strategy, config, data, protocol), resume)
 
+    from .model import build_model  # here: smp takes seconds to import
+
     records = []
     for unit in units:
         fold_dir = run_dir / f"fold{unit.fold}"
         seed_everything(config.seed + unit.fold)
-        from .model import build_model
-
         model = build_model(config.encoder, config.encoder_weights)
         normaliser = fold_normaliser(config, unit.train, fold_dir)
         history, steps = [], 0
@@ -259,7 +260,7 @@ def evaluate_run(
     records = []
     for fold in trained_folds(run_dir, device):
         if tta is not None:
-            fold = TrainedFold(fold.model, fold.config.replace(tta=tta), fold.normaliser, fold.fold)
+            fold = dataclasses.replace(fold, config=fold.config.replace(tta=tta))
         unit = units[fold.fold]
         unseen = list(unit.scored) if held_out_domains and unit.held_out else []
         if not test + unseen:
@@ -358,6 +359,7 @@ def run_experiment(
     results = out / "results.jsonl"
     if results.exists() and not resume:
         raise FileExistsError(f"{results} exists; use --resume or another --out")
+    seeded = [config.replace(seed=seed) for seed in range(config.seed, config.seed + seeds)]
     records = []
     for task in tasks:
         has_test = {s.domain for s in samples if s.task == task and s.split == "test"}
@@ -365,16 +367,14 @@ def run_experiment(
             if get_strategy(name).uses_other_task and other_task(task) not in present:
                 print(f"skipping {name} on {task}: the data holds no {other_task(task)}")
                 continue
-            for seed in range(config.seed, config.seed + seeds):
-                seeded = config.replace(seed=seed)
-                run_dir = out / run_name(task, name, protocol, seed)
+            for seed_config in seeded:
+                run_dir = out / run_name(task, name, protocol, seed_config.seed)
                 records += _run_one(
-                    data, task, name, seeded, run_dir, device, resume, progress, protocol,
+                    data, task, name, seed_config, run_dir, device, resume, progress, protocol,
                     held_out, has_test,
                 )  # fmt: skip
-        for seed in range(config.seed, config.seed + seeds):
-            seeded = config.replace(seed=seed)
-            records += baseline_records(data, task, seeded, protocol, held_out)
+        for seed_config in seeded:
+            records += baseline_records(data, task, seed_config, protocol, held_out)
     results.unlink(missing_ok=True)
     append_records(results, records)
     return records

@@ -51,6 +51,7 @@ def test_tiny_ablation_on_held_out_domains(tiny_synthetic, tmp_path, capsys):
     )
     markdown = (out / "ablation.md").read_text()
     assert "| standard" in markdown and "macenko − none" in markdown
+    assert "budget equal-steps · seeds 0 · profile ci)" in markdown  # what made the runs
 
     # Macenko runs keep their reference; the stain settings reached the run configuration
     run = out / "macenko" / "task1" / run_name("task1", "standard")
